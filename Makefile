@@ -1,0 +1,40 @@
+# Berth: `make run` starts the registry with embedded defaults; `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 5000
+DATA   ?= ./data
+
+.PHONY: run test unit e2e clients bench gc clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,postgres]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/berth serve --host $(HOST) --port $(PORT) --data $(DATA)
+
+# real registry clients (skopeo, podman, buildah, containerd, umoci, docker-registry) from Debian
+clients:
+	bash .ci/install-clients
+
+test: $(BIN)/.installed clients
+	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
+
+e2e: $(BIN)/.installed clients
+	$(BIN)/pytest -q -m e2e $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed clients
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+gc: $(BIN)/.installed
+	$(BIN)/berth gc --data $(DATA)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""The OCI distribution API, one module per resource (see registry.routes)."""

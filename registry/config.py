@@ -1,0 +1,102 @@
+"""Configuration: documented defaults < YAML file < environment (BERTH_*) < command-line flags.
+
+config/berth.yaml lists every setting with its default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class AuthConfig:
+    enabled: bool = True
+    realm: str | None = None  # token endpoint URL; default: <request scheme+host>/auth/token
+    service: str = "berth"  # the token `aud`, what clients send as ?service=
+    issuer: str = "berth"
+    algorithm: str = "ES256"  # ES256 or RS256
+    token_ttl: int = 300  # seconds a registry token lives
+    refresh_token_ttl: int = 30 * 24 * 3600
+    max_admin_token_ttl: int = 24 * 3600  # cap for POST /admin/tokens
+    signing_key: str | None = None  # PEM file; default: generated into <data>/keys/
+    verification_keys: list[str] = field(default_factory=list)  # extra PEM public keys (rotation)
+    credential_cache_ttl: int = 60  # seconds a bcrypt-verified credential is trusted from memory
+    max_failed_logins: int = 10  # per username or client address, in failed_login_window
+    failed_login_window: int = 300
+    admin_password: str | None = None  # bootstrap admin; else BERTH_ADMIN_PASSWORD; else generated
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: Path = Path("./data")
+    database_url: str | None = None  # default: sqlite+aiosqlite:///<data_dir>/berth.db
+    max_manifest_size: int = 4 * 1024 * 1024
+    upload_expiry: int = 24 * 3600  # seconds an idle upload session is kept
+    log_level: str = "INFO"
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None, **overrides: Any) -> "Config":
+        data: dict[str, Any] = {}
+        if path:
+            with open(path) as f:
+                data = yaml.safe_load(f) or {}
+        env = os.environ if env is None else env
+        cfg = _build(cls, data)
+        _apply_env(cfg, env)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(cfg, key, type(getattr(cfg, key))(value) if key == "data_dir" else value)
+        cfg.data_dir = Path(cfg.data_dir)
+        return cfg
+
+
+def _build(klass, data: dict[str, Any]):
+    if not isinstance(data, dict):
+        raise ValueError(f"configuration for {klass.__name__} must be a mapping")
+    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    for key, value in data.items():
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ValueError(f"unknown configuration key {key!r}")
+        nested = _NESTED.get((klass.__name__, key))
+        if nested is not None:
+            value = _build(nested, value)
+        kwargs[key] = value
+    return klass(**kwargs)
+
+
+_NESTED = {("Config", "auth"): AuthConfig}
+
+_ENV = {
+    "BERTH_HOST": ("host", str),
+    "BERTH_PORT": ("port", int),
+    "BERTH_DATA": ("data_dir", Path),
+    "BERTH_DATABASE_URL": ("database_url", str),
+    "BERTH_LOG_LEVEL": ("log_level", str),
+}
+_AUTH_NESTED = {("Config", "auth"): AuthConfig}
+
+_ENV = {
+    "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
+    "BERTH_AUTH_REALM": ("realm", str),
+    "BERTH_AUTH_SERVICE": ("service", str),
+    "BERTH_ADMIN_PASSWORD": ("admin_password", str),
+}
+
+
+def _apply_env(cfg: Config, env) -> None:
+    for var, (attr, conv) in _ENV.items():
+        if env.get(var):
+            setattr(cfg, attr, conv(env[var]))
+    for var, (attr, conv) in _AUTH_ENV.items():
+        if env.get(var):
+            setattr(cfg.auth, attr, conv(env[var]))

@@ -1,0 +1,45 @@
+"""Middlewares shared by every endpoint: OCI error bodies and response headers."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+from aiohttp import web
+
+from storage.errors import StorageError
+
+from .errors import APIError, error_response, from_storage
+
+log = logging.getLogger("berth")
+
+# a "." or ".." path segment, literal or percent-encoded, anywhere in the raw path
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$|\?)", re.IGNORECASE)
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    """Answer every failure with the distribution-spec error body; never a traceback."""
+    try:
+        if request.path.startswith("/v2/") and _DOT_SEGMENT.search(request.raw_path.split("?", 1)[0]):
+            raise APIError("NAME_INVALID", "path segments '.' and '..' are not allowed")
+        return await handler(request)
+    except APIError as e:
+        return error_response(e)
+    except StorageError as e:
+        return error_response(from_storage(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}.get(e.status, "UNKNOWN")
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")}
+        return error_response(APIError(code, e.reason, status=e.status, headers=headers))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(APIError("UNKNOWN", "internal error; see the server log"))
+
+
+async def add_api_version(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Docker-Distribution-API-Version"] = "registry/2.0"

@@ -1,0 +1,27 @@
+"""What the handlers work with, created once per application (see registry.app)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storage.blobs import BlobStore
+from storage.catalog import Catalog
+from storage.paths import Layout
+
+from .config import Config
+
+
+@dataclass
+class Services:
+    config: Config
+    layout: Layout
+    engine: AsyncEngine
+    blobs: BlobStore
+    catalog: Catalog
+    auth: Any = None  # registry.auth service when auth is enabled
+
+
+SERVICES = web.AppKey("services", Services)
