@@ -90,3 +90,63 @@ class Upload(Base):
     repository: Mapped[str] = mapped_column(String(255), nullable=False)
     started_at: Mapped[float] = mapped_column(default=now)
     updated_at: Mapped[float] = mapped_column(default=now)
+
+
+# ---- principals (issue 3): tenants, people, robot accounts, audit ---------------------
+
+
+class Tenant(Base):
+    """A tenant owns every repository named ``<tenant>/…``."""
+    __tablename__ = "tenants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    public: Mapped[bool] = mapped_column(default=False)  # anonymous pull allowed
+    created_at: Mapped[float] = mapped_column(default=now)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(128), nullable=False)  # bcrypt
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    # bumped whenever what was granted may no longer hold (password change, membership
+    # removed, deletion): tokens carry the version they were issued at
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[float] = mapped_column(default=now)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # reader | writer | owner
+
+
+class Robot(Base):
+    """A tenant's robot account, username ``<tenant>+<name>``."""
+    __tablename__ = "robots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    username: Mapped[str] = mapped_column(String(140), unique=True, nullable=False)
+    secret_hash: Mapped[str] = mapped_column(String(128), nullable=False)  # bcrypt
+    actions: Mapped[str] = mapped_column(String(64), nullable=False)  # comma-separated: pull,push,delete
+    repositories: Mapped[str | None] = mapped_column(Text)  # JSON list of globs inside the tenant, or NULL = all
+    expires_at: Mapped[float | None] = mapped_column()
+    version: Mapped[int] = mapped_column(default=1)  # bumped on rotate
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(default=now)
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(default=now, index=True)
+    actor: Mapped[str] = mapped_column(String(140), nullable=False)
+    action: Mapped[str] = mapped_column(String(64), nullable=False)
+    tenant: Mapped[str | None] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    remote: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON

@@ -1,0 +1,449 @@
+"""Tenants, users, memberships, robot accounts and the audit log (SQL + bcrypt).
+
+Secrets and passwords are stored only as bcrypt hashes; bcrypt runs in a worker
+thread so it never blocks the event loop. Every change that may take away access
+bumps the principal's ``version``; tokens carry the version they were issued at,
+so revocation takes effect on the next request (see registry.auth).
+
+Nothing here knows about HTTP or tokens: it returns plain records.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import bcrypt
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .db import sessionmaker
+from .errors import StorageError
+from .models import AuditEvent, Membership, Repository, Robot, Tenant, User
+
+ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
+ROBOT_ACTIONS = ("pull", "push", "delete")
+TENANT_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")  # one repository-name component
+USERNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}$")  # no '+': reserved for robots
+ROBOT_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+SECRET_BYTES = 32
+
+
+class Conflict(StorageError):
+    """already exists"""
+    code = "DENIED"
+
+
+class NotFound(StorageError):
+    """not found"""
+    code = "NAME_UNKNOWN"
+
+
+class Invalid(StorageError):
+    """invalid value"""
+    code = "NAME_INVALID"
+
+
+@dataclass(frozen=True)
+class TenantRecord:
+    name: str
+    public: bool
+    created_at: float
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    id: int
+    username: str
+    is_admin: bool
+    version: int
+    roles: dict[str, str] = field(default_factory=dict)  # tenant -> role
+
+
+@dataclass(frozen=True)
+class RobotRecord:
+    id: int
+    tenant: str
+    name: str
+    username: str
+    actions: tuple[str, ...]
+    repositories: tuple[str, ...] | None  # globs relative to the tenant, None = every repository
+    expires_at: float | None
+    version: int
+    created_at: float
+    description: str | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
+
+
+def _hash(secret: str) -> str:
+    return bcrypt.hashpw(secret.encode(), bcrypt.gensalt()).decode()
+
+
+def _check(secret: str, hashed: str) -> bool:
+    try:
+        return bcrypt.checkpw(secret.encode(), hashed.encode())
+    except ValueError:
+        return False
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+class Principals:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.sessions = sessionmaker(engine)
+        self._serialise_writes = engine.dialect.name == "sqlite"
+        self._write_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _write(self):
+        lock = self._write_lock if self._serialise_writes else contextlib.nullcontext()
+        async with lock:
+            async with self.sessions() as s, s.begin():
+                yield s
+
+    @contextlib.asynccontextmanager
+    async def _read(self):
+        async with self.sessions() as s:
+            yield s
+
+    # ---- tenants ---------------------------------------------------------------
+    async def create_tenant(self, name: str, public: bool = False) -> TenantRecord:
+        if not TENANT_RE.match(name) or len(name) > 64:
+            raise Invalid(f"invalid tenant name {name!r}: lower-case letters, digits and . _ - inside")
+        try:
+            async with self._write() as s:
+                t = Tenant(name=name, public=bool(public))
+                s.add(t)
+        except IntegrityError:
+            raise Conflict(f"tenant {name!r} already exists") from None
+        return TenantRecord(t.name, t.public, t.created_at)
+
+    async def get_tenant(self, name: str) -> TenantRecord | None:
+        async with self._read() as s:
+            t = (await s.execute(select(Tenant).where(Tenant.name == name))).scalar()
+            return TenantRecord(t.name, t.public, t.created_at) if t else None
+
+    async def list_tenants(self) -> list[TenantRecord]:
+        async with self._read() as s:
+            rows = (await s.execute(select(Tenant).order_by(Tenant.name))).scalars().all()
+            return [TenantRecord(t.name, t.public, t.created_at) for t in rows]
+
+    async def public_tenants(self) -> set[str]:
+        async with self._read() as s:
+            return set((await s.execute(select(Tenant.name).where(Tenant.public.is_(True)))).scalars().all())
+
+    async def set_tenant_public(self, name: str, public: bool) -> None:
+        async with self._write() as s:
+            res = await s.execute(update(Tenant).where(Tenant.name == name).values(public=bool(public)))
+            if res.rowcount == 0:
+                raise NotFound(f"tenant {name!r} not found")
+
+    async def tenant_repository_count(self, name: str) -> int:
+        async with self._read() as s:
+            rows = (await s.execute(select(Repository.name).where(Repository.name.like(f"{name}/%")))).scalars().all()
+            return len(rows)
+
+    async def delete_tenant(self, name: str) -> list[int]:
+        """Delete a tenant, its memberships and robots; return the ids of users who lost access."""
+        async with self._write() as s:
+            t = (await s.execute(select(Tenant).where(Tenant.name == name))).scalar()
+            if t is None:
+                raise NotFound(f"tenant {name!r} not found")
+            members = list(
+                (await s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id))).scalars().all()
+            )
+            if members:
+                await s.execute(update(User).where(User.id.in_(members)).values(version=User.version + 1))
+            await s.execute(delete(Membership).where(Membership.tenant_id == t.id))
+            await s.execute(delete(Robot).where(Robot.tenant_id == t.id))
+            await s.execute(delete(Tenant).where(Tenant.id == t.id))
+            return members
+
+    # ---- users -----------------------------------------------------------------
+    async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> UserRecord:
+        if not USERNAME_RE.match(username):
+            raise Invalid(f"invalid username {username!r}")
+        if len(password) < 8:
+            raise Invalid("password must have at least 8 characters")
+        hashed = await asyncio.to_thread(_hash, password)
+        try:
+            async with self._write() as s:
+                u = User(username=username, password_hash=hashed, is_admin=is_admin)
+                s.add(u)
+                await s.flush()
+        except IntegrityError:
+            raise Conflict(f"user {username!r} already exists") from None
+        return UserRecord(u.id, u.username, u.is_admin, u.version, {})
+
+    async def get_user(self, username: str) -> UserRecord | None:
+        async with self._read() as s:
+            u = (await s.execute(select(User).where(User.username == username))).scalar()
+            if u is None:
+                return None
+            roles = (
+                await s.execute(
+                    select(Tenant.name, Membership.role)
+                    .join(Membership, Membership.tenant_id == Tenant.id)
+                    .where(Membership.user_id == u.id)
+                )
+            ).all()
+            return UserRecord(u.id, u.username, u.is_admin, u.version, {t: r for t, r in roles})
+
+    async def list_users(self) -> list[UserRecord]:
+        async with self._read() as s:
+            users = (await s.execute(select(User).order_by(User.username))).scalars().all()
+            roles = (
+                await s.execute(
+                    select(Membership.user_id, Tenant.name, Membership.role).join(
+                        Tenant, Tenant.id == Membership.tenant_id
+                    )
+                )
+            ).all()
+        by_user: dict[int, dict[str, str]] = {}
+        for uid, tenant, role in roles:
+            by_user.setdefault(uid, {})[tenant] = role
+        return [UserRecord(u.id, u.username, u.is_admin, u.version, by_user.get(u.id, {})) for u in users]
+
+    async def any_admin(self) -> bool:
+        async with self._read() as s:
+            return (await s.execute(select(User.id).where(User.is_admin.is_(True)).limit(1))).scalar() is not None
+
+    async def set_password(self, username: str, password: str) -> None:
+        if len(password) < 8:
+            raise Invalid("password must have at least 8 characters")
+        hashed = await asyncio.to_thread(_hash, password)
+        async with self._write() as s:
+            res = await s.execute(
+                update(User).where(User.username == username).values(password_hash=hashed, version=User.version + 1)
+            )
+            if res.rowcount == 0:
+                raise NotFound(f"user {username!r} not found")
+
+    async def delete_user(self, username: str) -> None:
+        async with self._write() as s:
+            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+            if uid is None:
+                raise NotFound(f"user {username!r} not found")
+            await s.execute(delete(Membership).where(Membership.user_id == uid))
+            await s.execute(delete(User).where(User.id == uid))
+
+    async def verify_user(self, username: str, password: str) -> UserRecord | None:
+        """The user when ``password`` is theirs (bcrypt, in a thread), else None."""
+        async with self._read() as s:
+            row = (await s.execute(select(User.password_hash).where(User.username == username))).scalar()
+        if row is None:
+            await asyncio.to_thread(_check, password, _DUMMY_HASH)  # same cost for unknown users
+            return None
+        if not await asyncio.to_thread(_check, password, row):
+            return None
+        return await self.get_user(username)
+
+    # ---- memberships -----------------------------------------------------------
+    async def set_membership(self, tenant: str, username: str, role: str) -> None:
+        if role not in ROLES:
+            raise Invalid(f"role must be one of {', '.join(ROLES)}")
+        async with self._write() as s:
+            tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
+            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+            if tid is None:
+                raise NotFound(f"tenant {tenant!r} not found")
+            if uid is None:
+                raise NotFound(f"user {username!r} not found")
+            old = await s.get(Membership, (tid, uid))
+            if old is None:
+                s.add(Membership(tenant_id=tid, user_id=uid, role=role))
+            else:
+                if ROLES[role] != ROLES[old.role] and not set(ROLES[old.role]) <= set(ROLES[role]):
+                    # a downgrade takes away access: tokens issued before stop working
+                    await s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+                old.role = role
+
+    async def remove_membership(self, tenant: str, username: str) -> None:
+        async with self._write() as s:
+            tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
+            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+            if tid is None or uid is None:
+                raise NotFound(f"no membership of {username!r} in {tenant!r}")
+            res = await s.execute(delete(Membership).where(Membership.tenant_id == tid, Membership.user_id == uid))
+            if res.rowcount == 0:
+                raise NotFound(f"no membership of {username!r} in {tenant!r}")
+            await s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+
+    async def members(self, tenant: str) -> dict[str, str]:
+        async with self._read() as s:
+            rows = (
+                await s.execute(
+                    select(User.username, Membership.role)
+                    .join(Membership, Membership.user_id == User.id)
+                    .join(Tenant, Tenant.id == Membership.tenant_id)
+                    .where(Tenant.name == tenant)
+                    .order_by(User.username)
+                )
+            ).all()
+            return {u: r for u, r in rows}
+
+    # ---- robots ----------------------------------------------------------------
+    @staticmethod
+    def _robot(r: Robot, tenant: str) -> RobotRecord:
+        return RobotRecord(
+            id=r.id,
+            tenant=tenant,
+            name=r.name,
+            username=r.username,
+            actions=tuple(a for a in r.actions.split(",") if a),
+            repositories=tuple(json.loads(r.repositories)) if r.repositories else None,
+            expires_at=r.expires_at,
+            version=r.version,
+            created_at=r.created_at,
+            description=r.description,
+        )
+
+    async def create_robot(
+        self,
+        tenant: str,
+        name: str,
+        actions: list[str] | tuple[str, ...],
+        repositories: list[str] | None = None,
+        expires_at: float | None = None,
+        description: str | None = None,
+    ) -> tuple[RobotRecord, str]:
+        """Create a robot; return it with its secret (shown once, stored only as bcrypt)."""
+        if not ROBOT_NAME_RE.match(name) or len(name) > 64:
+            raise Invalid(f"invalid robot name {name!r}")
+        actions = tuple(dict.fromkeys(actions))
+        if not actions or any(a not in ROBOT_ACTIONS for a in actions):
+            raise Invalid(f"actions must be a non-empty list of {', '.join(ROBOT_ACTIONS)}")
+        if repositories is not None:
+            if not isinstance(repositories, list) or not all(isinstance(g, str) and g for g in repositories):
+                raise Invalid("repositories must be a list of globs")
+        secret = new_secret()
+        hashed = await asyncio.to_thread(_hash, secret)
+        try:
+            async with self._write() as s:
+                tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
+                if tid is None:
+                    raise NotFound(f"tenant {tenant!r} not found")
+                r = Robot(
+                    tenant_id=tid,
+                    name=name,
+                    username=f"{tenant}+{name}",
+                    secret_hash=hashed,
+                    actions=",".join(actions),
+                    repositories=json.dumps(repositories) if repositories is not None else None,
+                    expires_at=expires_at,
+                    description=description,
+                )
+                s.add(r)
+                await s.flush()
+        except IntegrityError:
+            raise Conflict(f"robot {name!r} already exists in tenant {tenant!r}") from None
+        return self._robot(r, tenant), secret
+
+    async def list_robots(self, tenant: str) -> list[RobotRecord]:
+        async with self._read() as s:
+            rows = (
+                await s.execute(
+                    select(Robot).join(Tenant, Tenant.id == Robot.tenant_id).where(Tenant.name == tenant).order_by(Robot.name)
+                )
+            ).scalars().all()
+            return [self._robot(r, tenant) for r in rows]
+
+    async def get_robot(self, username: str) -> RobotRecord | None:
+        async with self._read() as s:
+            row = (
+                await s.execute(
+                    select(Robot, Tenant.name).join(Tenant, Tenant.id == Robot.tenant_id).where(Robot.username == username)
+                )
+            ).first()
+            return self._robot(row[0], row[1]) if row else None
+
+    async def delete_robot(self, tenant: str, name: str) -> None:
+        async with self._write() as s:
+            res = await s.execute(delete(Robot).where(Robot.username == f"{tenant}+{name}"))
+            if res.rowcount == 0:
+                raise NotFound(f"robot {name!r} not found in tenant {tenant!r}")
+
+    async def rotate_robot(self, tenant: str, name: str) -> tuple[RobotRecord, str]:
+        secret = new_secret()
+        hashed = await asyncio.to_thread(_hash, secret)
+        async with self._write() as s:
+            res = await s.execute(
+                update(Robot)
+                .where(Robot.username == f"{tenant}+{name}")
+                .values(secret_hash=hashed, version=Robot.version + 1)
+            )
+            if res.rowcount == 0:
+                raise NotFound(f"robot {name!r} not found in tenant {tenant!r}")
+        robot = await self.get_robot(f"{tenant}+{name}")
+        assert robot is not None
+        return robot, secret
+
+    async def verify_robot(self, username: str, secret: str) -> RobotRecord | None:
+        async with self._read() as s:
+            hashed = (await s.execute(select(Robot.secret_hash).where(Robot.username == username))).scalar()
+        if hashed is None:
+            await asyncio.to_thread(_check, secret, _DUMMY_HASH)
+            return None
+        if not await asyncio.to_thread(_check, secret, hashed):
+            return None
+        robot = await self.get_robot(username)
+        if robot is None or robot.expired():
+            return None
+        return robot
+
+    # ---- audit -----------------------------------------------------------------
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        tenant: str | None = None,
+        target: str | None = None,
+        remote: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        async with self._write() as s:
+            s.add(
+                AuditEvent(
+                    actor=actor,
+                    action=action,
+                    tenant=tenant,
+                    target=target,
+                    remote=remote,
+                    detail=json.dumps(detail) if detail else None,
+                )
+            )
+
+    async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None) -> list[dict]:
+        async with self._read() as s:
+            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+            if tenant is not None:
+                q = q.where(AuditEvent.tenant == tenant)
+            if before is not None:
+                q = q.where(AuditEvent.id < before)
+            rows = (await s.execute(q)).scalars().all()
+            return [
+                {
+                    "id": e.id,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "tenant": e.tenant,
+                    "target": e.target,
+                    "remote": e.remote,
+                    "detail": json.loads(e.detail) if e.detail else None,
+                }
+                for e in rows
+            ]
+
+
+_DUMMY_HASH = bcrypt.hashpw(b"berth-dummy-password", bcrypt.gensalt()).decode()
