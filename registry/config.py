@@ -83,9 +83,7 @@ _ENV = {
     "BERTH_DATABASE_URL": ("database_url", str),
     "BERTH_LOG_LEVEL": ("log_level", str),
 }
-_AUTH_NESTED = {("Config", "auth"): AuthConfig}
-
-_ENV = {
+_AUTH_ENV = {
     "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
     "BERTH_AUTH_REALM": ("realm", str),
     "BERTH_AUTH_SERVICE": ("service", str),
