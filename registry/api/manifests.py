@@ -14,7 +14,12 @@ from .common import repository, services
 async def get_manifest(request: web.Request) -> web.Response:
     """The manifest's bytes exactly as pushed; HEAD shares this handler (same headers, no body)."""
     name = repository(request)
-    reference, _ = names.reference(request.match_info["reference"])
+    raw = request.match_info["reference"]
+    if ":" not in raw and not names.is_tag(raw):
+        # Neither a digest nor a tag can name no manifest: the spec allows only 404 here
+        # (end-3; the conformance suite GETs/HEADs ".INVALID_MANIFEST_NAME" and wants 404).
+        raise APIError("MANIFEST_UNKNOWN", f"manifest {raw!r} unknown in {name!r}", {"name": name, "reference": raw})
+    reference, _ = names.reference(raw)
     record = await services(request).catalog.get_manifest(name, reference)
     return web.Response(
         body=record.content,

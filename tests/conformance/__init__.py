@@ -1,0 +1,1 @@
+"""pytest port of the OCI distribution-spec conformance suite (see suite.py)."""
