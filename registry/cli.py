@@ -49,6 +49,176 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- admin subcommands: the same operations as the admin API (registry.admin.operations) ----------
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """Run one admin operation against the data directory / database as the local admin; print JSON."""
+    import json
+
+    from storage import db
+    from storage.errors import StorageError
+    from storage.paths import Layout
+    from storage.principals import Principals
+
+    from .admin.operations import CLI_ACTOR, AdminOps
+    from .errors import APIError, from_storage
+
+    config = Config.load(args.config, data_dir=args.data)
+
+    async def run():
+        layout = Layout(config.data_dir)
+        layout.create()
+        engine = db.make_engine(config.database_url or db.default_url(layout))
+        try:
+            await db.create_schema(engine)
+            principals = Principals(engine)
+            auth = None
+            if args.admin_op == "issue_token":  # needs the signing key of this data directory
+                from .auth.service import AuthService
+
+                auth = AuthService(config, principals)
+            ops = AdminOps(principals, config, auth)
+            return await args.admin_call(ops, CLI_ACTOR, args)
+        finally:
+            await engine.dispose()
+
+    try:
+        result = asyncio.run(run())
+    except (APIError, StorageError) as e:
+        err = from_storage(e) if isinstance(e, StorageError) else e
+        print(json.dumps({"errors": [{"code": err.code, "message": err.message, "detail": err.detail}]}),
+              file=sys.stderr)
+        return 1
+    if args.admin_op == "create_pull_secret" and args.output == "yaml":
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(result["secret"], sort_keys=False))
+    elif args.admin_op == "create_pull_secret":
+        print(json.dumps(result["secret"], indent=2))
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password is not None:
+        return args.password
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    if not sys.stdin.isatty():
+        raise SystemExit("berth: give --password or --password-stdin (no terminal to prompt on)")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise SystemExit("berth: passwords differ")
+    return first
+
+
+def _add_admin_parsers(sub) -> None:
+    def op(parent, name: str, help: str, opname: str, call):
+        p = parent.add_parser(name, help=help)
+        p.add_argument("--data", help="data directory (default ./data)")
+        p.add_argument("--config", help="YAML configuration file")
+        p.set_defaults(func=_admin, admin_op=opname, admin_call=call)
+        return p
+
+    def group(name: str, help: str):
+        g = sub.add_parser(name, help=help)
+        return g.add_subparsers(dest=f"{name}_command", required=True)
+
+    t = group("tenant", "create, list, show and delete tenants")
+    p = op(t, "create", "create a tenant", "create_tenant", lambda o, a, x: o.create_tenant(a, x.name, x.public))
+    p.add_argument("name")
+    p.add_argument("--public", action="store_true", help="allow anonymous pulls of its repositories")
+    op(t, "list", "list tenants", "list_tenants", lambda o, a, x: o.list_tenants(a))
+    p = op(t, "show", "show a tenant", "get_tenant", lambda o, a, x: o.get_tenant(a, x.name))
+    p.add_argument("name")
+    p = op(t, "delete", "delete a tenant (refused while it has repositories, unless --force)", "delete_tenant",
+           lambda o, a, x: o.delete_tenant(a, x.name, force=x.force))
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="also delete its repositories (blobs go with the next gc)")
+
+    u = group("user", "create users, change passwords, list users")
+    p = op(u, "create", "create a user", "create_user",
+           lambda o, a, x: o.create_user(a, x.username, _password(x), x.admin))
+    p.add_argument("username")
+    p.add_argument("--admin", action="store_true", help="an administrator")
+    p2 = op(u, "passwd", "set a user's password", "set_password",
+            lambda o, a, x: o.set_password(a, x.username, _password(x)))
+    p2.add_argument("username")
+    for q in (p, p2):
+        q.add_argument("--password", help="the password (visible in the process list; prefer --password-stdin)")
+        q.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    op(u, "list", "list users and their roles", "list_users", lambda o, a, x: o.list_users(a))
+    p = op(u, "delete", "delete a user", "delete_user", lambda o, a, x: o.delete_user(a, x.username))
+    p.add_argument("username")
+
+    m = group("member", "give users a role in a tenant")
+    p = op(m, "set", "set a user's role in a tenant", "set_member",
+           lambda o, a, x: o.set_member(a, x.tenant, x.username, x.role))
+    p.add_argument("tenant")
+    p.add_argument("username")
+    p.add_argument("role", choices=("reader", "writer", "owner"))
+    p = op(m, "remove", "remove a user from a tenant", "remove_member",
+           lambda o, a, x: o.remove_member(a, x.tenant, x.username))
+    p.add_argument("tenant")
+    p.add_argument("username")
+    p = op(m, "list", "list a tenant's members", "list_members", lambda o, a, x: o.list_members(a, x.tenant))
+    p.add_argument("tenant")
+
+    r = group("robot", "robot accounts of a tenant")
+    p = op(r, "create", "create a robot; prints its secret once", "create_robot",
+           lambda o, a, x: o.create_robot(a, x.tenant, x.name, _actions(x.actions), x.repository or None,
+                                          x.expires_in, x.description))
+    p.add_argument("tenant")
+    p.add_argument("name")
+    p.add_argument("--actions", default="pull", help="comma-separated: pull,push,delete (default pull)")
+    p.add_argument("--repository", action="append", help="repository glob inside the tenant (repeatable)")
+    p.add_argument("--expires-in", type=int, help="seconds until the robot expires")
+    p.add_argument("--description")
+    p = op(r, "list", "list a tenant's robots (never their secrets)", "list_robots",
+           lambda o, a, x: o.list_robots(a, x.tenant))
+    p.add_argument("tenant")
+    p = op(r, "delete", "revoke a robot", "delete_robot", lambda o, a, x: o.delete_robot(a, x.tenant, x.name))
+    p.add_argument("tenant")
+    p.add_argument("name")
+    p = op(r, "rotate", "give a robot a new secret (the old one stops working)", "rotate_robot",
+           lambda o, a, x: o.rotate_robot(a, x.tenant, x.name))
+    p.add_argument("tenant")
+    p.add_argument("name")
+
+    ps = group("pull-secret", "Kubernetes image pull Secrets")
+    p = op(ps, "create", "create a pull-only robot and print a kubernetes.io/dockerconfigjson Secret",
+           "create_pull_secret",
+           lambda o, a, x: o.create_pull_secret(a, x.tenant, x.namespace, x.server, x.name, x.robot, x.expires_in))
+    p.add_argument("tenant")
+    p.add_argument("--namespace", required=True, help="the Kubernetes namespace of the Secret")
+    p.add_argument("--server", required=True, help="registry host[:port] as the cluster's image names spell it")
+    p.add_argument("--name", help="Secret name (default berth-<tenant>)")
+    p.add_argument("--robot", help="robot name (default k8s-<namespace>-<random>)")
+    p.add_argument("--expires-in", type=int, help="seconds until the robot expires")
+    p.add_argument("-o", "--output", choices=("json", "yaml"), default="json")
+
+    tk = group("token", "registry tokens for services")
+    p = op(tk, "create", "issue a signed token with exactly the given scopes", "issue_token",
+           lambda o, a, x: o.issue_token(a, x.subject, x.scope, x.expires_in))
+    p.add_argument("--subject", required=True, help="who the token is for (its sub claim)")
+    p.add_argument("--scope", action="append", required=True, help="type:name:actions (repeatable)")
+    p.add_argument("--expires-in", type=int, help="seconds (default auth.token_ttl, capped by max_admin_token_ttl)")
+
+    p = op(sub, "audit", "show the audit log, newest first", "audit_events",
+           lambda o, a, x: o.audit_events(a, x.tenant, x.limit, x.before))
+    p.add_argument("--tenant")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--before", type=int, help="only events older than this id")
+
+
+def _actions(text: str) -> list[str]:
+    return [a.strip() for a in text.split(",") if a.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="berth", description="Berth, a private multi-tenant OCI registry")
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--config", help="YAML configuration file")
     gc.add_argument("--grace", type=float, default=3600, help="keep blobs written in the last N seconds")
     gc.set_defaults(func=_gc)
+
+    _add_admin_parsers(sub)
     return p
 
 

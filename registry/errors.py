@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from storage import errors as storage_errors
+from storage import principals as storage_principals
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ CODES = _codes(
     ErrorCode("DENIED", 403, "requested access to the resource is denied"),
     ErrorCode("UNSUPPORTED", 405, "the operation is unsupported"),
     ErrorCode("TOOMANYREQUESTS", 429, "too many requests"),
+    ErrorCode("INVALID_REQUEST", 400, "the request body or parameters are invalid"),  # admin API
     ErrorCode("NOT_FOUND", 404, "no such endpoint"),
     ErrorCode("UNKNOWN", 500, "unknown error"),
 )
@@ -51,6 +53,7 @@ _STATUS_OVERRIDES: dict[type, int] = {
     storage_errors.BlobInUse: 409,
     storage_errors.ManifestInUse: 409,
     storage_errors.Unsupported: 415,
+    storage_principals.Conflict: 409,  # tenant, user or robot already exists
 }
 
 

@@ -36,10 +36,49 @@ def add_distribution_routes(app: web.Application) -> None:
     r.add_delete(f"/v2/{NAME}/blobs/{DIGEST}", blobs.delete_blob)
 
 
+def add_admin_routes(app: web.Application) -> None:
+    """The admin API (docs/auth.md); each handler authenticates (Basic or a registry:admin:* token)."""
+    from .admin import audit, members, pull_secrets, robots, tenants, tokens, users  # noqa: PLC0415
+
+    r = app.router
+    tenant = "/admin/tenants/{tenant:[^/]+}"
+    r.add_get("/admin/whoami", audit.whoami)
+    r.add_post("/admin/tenants", tenants.create_tenant)
+    r.add_get("/admin/tenants", tenants.list_tenants)
+    r.add_get(tenant, tenants.get_tenant)
+    r.add_patch(tenant, tenants.update_tenant)
+    r.add_delete(tenant, tenants.delete_tenant)
+
+    r.add_get(f"{tenant}/members", members.list_members)
+    r.add_put(f"{tenant}/members/{{username:[^/]+}}", members.set_member)
+    r.add_delete(f"{tenant}/members/{{username:[^/]+}}", members.remove_member)
+
+    r.add_post(f"{tenant}/robots", robots.create_robot)
+    r.add_get(f"{tenant}/robots", robots.list_robots)
+    r.add_get(f"{tenant}/robots/{{robot:[^/]+}}", robots.get_robot)
+    r.add_delete(f"{tenant}/robots/{{robot:[^/]+}}", robots.delete_robot)
+    r.add_post(f"{tenant}/robots/{{robot:[^/]+}}/rotate", robots.rotate_robot)
+
+    r.add_post(f"{tenant}/pull-secrets", pull_secrets.create_pull_secret)
+
+    r.add_post("/admin/users", users.create_user)
+    r.add_get("/admin/users", users.list_users)
+    r.add_get("/admin/users/{username:[^/]+}", users.get_user)
+    r.add_delete("/admin/users/{username:[^/]+}", users.delete_user)
+    r.add_put("/admin/users/{username:[^/]+}/password", users.set_password)
+
+    r.add_post("/admin/tokens", tokens.create_token)
+    r.add_get("/admin/audit", audit.list_events)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 def add_routes(app: web.Application) -> None:
+    from .services import SERVICES  # noqa: PLC0415
+
     add_distribution_routes(app)
     app.router.add_get("/healthz", healthz)
+    if app[SERVICES].config.auth.enabled:  # the admin API needs authentication (registry.app sets it up)
+        add_admin_routes(app)

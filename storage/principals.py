@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .db import sessionmaker
 from .errors import StorageError
-from .models import AuditEvent, Membership, Repository, Robot, Tenant, User
+from .models import AuditEvent, Membership, Repository, Robot, Tenant, Upload, User
 
 ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
 ROBOT_ACTIONS = ("pull", "push", "delete")
@@ -63,6 +63,7 @@ class UserRecord:
     is_admin: bool
     version: int
     roles: dict[str, str] = field(default_factory=dict)  # tenant -> role
+    created_at: float = 0.0  # with id, tells a re-created user of the same name from the old one
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,26 @@ class Principals:
 
     async def tenant_repository_count(self, name: str) -> int:
         async with self._read() as s:
-            rows = (await s.execute(select(Repository.name).where(Repository.name.like(f"{name}/%")))).scalars().all()
+            rows = (
+                await s.execute(select(Repository.name).where(Repository.name.startswith(f"{name}/", autoescape=True)))
+            ).scalars().all()
             return len(rows)
 
-    async def delete_tenant(self, name: str) -> list[int]:
-        """Delete a tenant, its memberships and robots; return the ids of users who lost access."""
+    async def delete_tenant(self, name: str, *, purge_repositories: bool = False) -> list[int]:
+        """Delete a tenant, its memberships and robots; return the ids of users who lost access.
+
+        With ``purge_repositories`` the tenant's repositories (manifests, tags, blob links;
+        the blobs themselves go with the next gc) and upload sessions are deleted in the same
+        transaction, so a tenant created later under the same name starts empty.
+        """
         async with self._write() as s:
             t = (await s.execute(select(Tenant).where(Tenant.name == name))).scalar()
             if t is None:
                 raise NotFound(f"tenant {name!r} not found")
+            if purge_repositories:
+                prefix = f"{name}/"
+                await s.execute(delete(Repository).where(Repository.name.startswith(prefix, autoescape=True)))
+                await s.execute(delete(Upload).where(Upload.repository.startswith(prefix, autoescape=True)))
             members = list(
                 (await s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id))).scalars().all()
             )
@@ -196,7 +208,7 @@ class Principals:
                     .where(Membership.user_id == u.id)
                 )
             ).all()
-            return UserRecord(u.id, u.username, u.is_admin, u.version, {t: r for t, r in roles})
+            return UserRecord(u.id, u.username, u.is_admin, u.version, {t: r for t, r in roles}, u.created_at)
 
     async def list_users(self) -> list[UserRecord]:
         async with self._read() as s:

@@ -1,9 +1,14 @@
 """The /v2/ guard: which scope a request needs, and whether the caller has it."""
 from __future__ import annotations
 
+import base64
+import binascii
+
 from aiohttp import web
 
+from ..errors import APIError
 from . import FULL_ACCESS, Access
+from .scopes import challenge_scope
 
 ACCESS_KEY: web.RequestKey[Access] = web.RequestKey("access", Access)
 
@@ -32,3 +37,107 @@ async def open_guard(request: web.Request, handler):
     """Auth disabled: every request may do everything."""
     request[ACCESS_KEY] = FULL_ACCESS
     return await handler(request)
+
+
+# ---- auth enabled: registry tokens (and HTTP Basic) --------------------------------
+
+
+def realm_url(request: web.Request, realm: str | None) -> str:
+    """The configured realm, else this server's own token endpoint as the client reached it."""
+    if realm:
+        return realm
+    return f"{request.scheme}://{request.host}/auth/token"
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+def basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    """(username, password) from an ``Authorization: Basic`` header, else None."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def challenge(request: web.Request, auth_config, scope: tuple[str, str, str] | None, error: str | None = None,
+              message: str | None = None):
+    """The 401 UNAUTHORIZED APIError carrying a Bearer challenge for ``scope``."""
+    parts = [f'realm="{_quote(realm_url(request, auth_config.realm))}"', f'service="{_quote(auth_config.service)}"']
+    detail = None
+    if scope is not None:
+        s = challenge_scope(*scope)
+        parts.append(f'scope="{_quote(s)}"')
+        actions = s.rsplit(":", 1)[1]
+        detail = [{"Type": scope[0], "Class": "", "Name": scope[1], "Action": a} for a in actions.split(",")]
+    if error:
+        parts.append(f'error="{error}"')
+    return APIError(
+        "UNAUTHORIZED",
+        message,
+        detail,
+        headers={"WWW-Authenticate": "Bearer " + ",".join(parts)},
+    )
+
+
+def token_guard(get_auth, auth_config):
+    """The /v2/ middleware when auth is enabled.
+
+    ``get_auth()`` returns the AuthService (created at start-up). Every /v2/ request needs
+    a valid registry token (``Authorization: Bearer``) or HTTP Basic credentials (same
+    login path and rate limit as the realm). The request's scope must be granted by the
+    token; ``request[ACCESS_KEY]`` then answers further questions (cross-repository mount
+    sources from the token; the catalog from the caller's identity).
+    """
+    from .service import AccessList, InvalidToken, TooManyAttempts
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        if not request.path.startswith("/v2/"):
+            return await handler(request)
+        auth = get_auth()
+        scope = required_scope(request)
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer" and value.strip():
+            try:
+                identity, granted = await auth.identity_from_token(value.strip())
+            except InvalidToken as e:
+                raise challenge(request, auth_config, scope, "invalid_token", f"invalid token: {e}") from None
+            access = AccessList(granted)
+        elif scheme == "basic":
+            creds = basic_credentials(request)
+            identity = None
+            if creds is not None:
+                try:
+                    identity = await auth.login(creds[0], creds[1], client_address(request))
+                except TooManyAttempts as e:
+                    raise APIError("TOOMANYREQUESTS", str(e), headers={"Retry-After": str(e.retry_after)}) from None
+            if identity is None:
+                raise challenge(request, auth_config, scope, None, "invalid username or password")
+            access = await auth.identity_access(identity)
+        else:
+            raise challenge(request, auth_config, scope)
+
+        if scope is not None:
+            rtype, name, action = scope
+            ok = access.has(rtype, name, action) if rtype != "repository" else access.allows(name, action)
+            if not ok:
+                raise challenge(request, auth_config, scope, "insufficient_scope",
+                                "the token does not grant this action")
+            if rtype == "registry" and name == "catalog":
+                access = await auth.identity_access(identity)  # list what the caller may pull
+        request[ACCESS_KEY] = access
+        return await handler(request)
+
+    return guard

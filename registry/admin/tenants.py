@@ -1,0 +1,37 @@
+"""/admin/tenants: create (admins), list (owners see theirs), show, change the public flag, delete."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import body, context, query_bool, reply
+from .operations import invalid
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    ops, actor = await context(request)
+    data = await body(request, "name", "public")
+    return reply(await ops.create_tenant(actor, data.get("name"), data.get("public", False)), 201)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    ops, actor = await context(request)
+    return reply({"tenants": await ops.list_tenants(actor)})
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    ops, actor = await context(request)
+    return reply(await ops.get_tenant(actor, request.match_info["tenant"]))
+
+
+async def update_tenant(request: web.Request) -> web.Response:
+    ops, actor = await context(request)
+    data = await body(request, "public")
+    if "public" not in data:
+        raise invalid("nothing to change: send {\"public\": true|false}")
+    return reply(await ops.set_tenant_public(actor, request.match_info["tenant"], data["public"]))
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    ops, actor = await context(request)
+    force = query_bool(request, "force")
+    return reply(await ops.delete_tenant(actor, request.match_info["tenant"], force=force))

@@ -1,0 +1,477 @@
+"""The token service: who may do what, logins, registry tokens (JWT) and their verification.
+
+Used by the realm (``registry.auth.token``), the /v2/ guard (``registry.auth.guard``)
+and the admin API. Nothing here knows about HTTP.
+
+Rules (docs/auth.md):
+- a tenant owns every repository ``<tenant>/…``; a repository outside an existing
+  tenant is never granted anything, not even to an admin;
+- admins may pull, push and delete in every tenant; users by role per tenant
+  (reader: pull, writer: pull+push, owner: pull+push+delete); robots only in their
+  tenant, only their actions, only repositories matching their globs (relative to the
+  tenant), only before their expiry; a public tenant adds anonymous pull for everyone;
+- tokens carry the principal's version (and identity generation); a token is accepted
+  only while the principal still exists at that version, and its access is
+  re-intersected with what the principal may do now.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import jwt
+
+from storage.principals import ROLES, Principals, RobotRecord, UserRecord
+
+from .keys import KeySet
+from .scopes import parse_scopes
+
+log = logging.getLogger("berth.auth")
+
+REPOSITORY_ACTIONS = ("pull", "push", "delete")
+LEEWAY = 60  # seconds of clock skew accepted on exp/nbf
+PRINCIPAL_CACHE_TTL = 5.0  # seconds a principal's state is trusted from memory (forget() drops it)
+ADMIN_USERNAME = "admin"
+
+
+class InvalidToken(Exception):
+    """The token is malformed, badly signed, expired, or its principal changed."""
+
+
+class TooManyAttempts(Exception):
+    """Too many failed logins for this username or client address."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling."""
+
+    kind: str  # "admin" | "user" | "robot" | "service" | "anonymous"
+    username: str  # "" for anonymous; robots "<tenant>+<name>"; service = token subject
+    version: int = 0  # principal version the credential/token was issued at
+    roles: Mapping[str, str] = field(default_factory=dict)  # users: tenant -> reader|writer|owner
+    robot: RobotRecord | None = None  # robots
+    access: tuple | None = None  # "service" (admin-issued) tokens: the fixed access list
+    uid: str = ""  # principal generation ("u<id>:<created>"), so a re-created name is a new principal
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+    @property
+    def authenticated(self) -> bool:
+        return self.kind != "anonymous"
+
+
+ANONYMOUS = Identity("anonymous", "")
+
+
+@dataclass(frozen=True)
+class _Tenants:
+    names: frozenset[str]
+    public: frozenset[str]
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def identity_of(record: UserRecord | RobotRecord) -> Identity:
+    if isinstance(record, RobotRecord):
+        return Identity("robot", record.username, record.version, {}, record, None, f"r{record.id}:{record.created_at!r}")
+    return Identity(
+        "admin" if record.is_admin else "user",
+        record.username,
+        record.version,
+        dict(record.roles),
+        None,
+        None,
+        f"u{record.id}:{record.created_at!r}",
+    )
+
+
+def allowed_for(identity: Identity, type_: str, name: str, tenants: _Tenants) -> set[str]:
+    """What ``identity`` may do on resource ``type_:name`` (pure; tenants is a snapshot)."""
+    if type_ == "repository":
+        tenant, sep, rest = name.partition("/")
+        if not sep or not rest or tenant not in tenants.names:
+            return set()  # outside any tenant: nothing, for anyone
+        acts: set[str] = set()
+        if tenant in tenants.public:
+            acts.add("pull")
+        kind = identity.kind
+        if kind == "admin":
+            acts.update(REPOSITORY_ACTIONS)
+        elif kind == "user":
+            acts.update(ROLES.get(identity.roles.get(tenant, ""), ()))
+        elif kind == "robot":
+            r = identity.robot
+            if (
+                r is not None
+                and r.tenant == tenant
+                and not r.expired()
+                and (r.repositories is None or any(fnmatchcase(rest, g) for g in r.repositories))
+            ):
+                acts.update(a for a in r.actions if a in REPOSITORY_ACTIONS)
+        elif kind == "service":
+            for entry in identity.access or ():
+                if entry.get("type") == "repository" and entry.get("name") == name:
+                    acts.update(a for a in entry.get("actions", ()) if a in REPOSITORY_ACTIONS)
+        return acts
+    if type_ == "registry":
+        if name == "catalog":
+            return {"*"}  # the listing itself is filtered per repository
+        if name == "admin":
+            if identity.kind == "admin" or (identity.kind == "user" and "owner" in identity.roles.values()):
+                return {"*"}
+            if identity.kind == "service" and any(
+                e.get("type") == "registry" and e.get("name") == "admin" and "*" in e.get("actions", ())
+                for e in identity.access or ()
+            ):
+                return {"*"}
+    return set()
+
+
+class AccessList:
+    """An Access (registry.auth) over a token's granted access list."""
+
+    def __init__(self, access: list[dict]) -> None:
+        self._grants: dict[tuple[str, str], set[str]] = {}
+        for e in access:
+            self._grants.setdefault((e["type"], e["name"]), set()).update(e["actions"])
+
+    def allows(self, repository: str, action: str) -> bool:
+        return action in self._grants.get(("repository", repository), ())
+
+    def has(self, type_: str, name: str, action: str) -> bool:
+        return action in self._grants.get((type_, name), ())
+
+
+class IdentityAccess:
+    """An Access computed from who the caller is (catalog filtering, HTTP Basic on /v2/)."""
+
+    def __init__(self, identity: Identity, tenants: _Tenants) -> None:
+        self.identity = identity
+        self._tenants = tenants
+
+    def allows(self, repository: str, action: str) -> bool:
+        return action in allowed_for(self.identity, "repository", repository, self._tenants)
+
+    def has(self, type_: str, name: str, action: str) -> bool:
+        return action in allowed_for(self.identity, type_, name, self._tenants)
+
+
+class AuthService:
+    """Logins, permissions and registry tokens for one Berth (see the module docstring)."""
+
+    def __init__(self, config, principals: Principals, keys: KeySet | None = None) -> None:
+        """``config`` is the whole registry Config (its ``auth`` section and ``data_dir`` are used)."""
+        self.config = config.auth
+        self.principals = principals
+        self.keys = keys or KeySet.load(
+            Path(config.data_dir) / "keys",
+            self.config.algorithm,
+            self.config.signing_key,
+            self.config.verification_keys,
+        )
+        self._creds: dict[str, tuple[float, Identity]] = {}  # HMAC(user, secret) -> (expiry, identity)
+        self._cache_salt = secrets.token_bytes(32)  # per process: the cache keys are useless elsewhere
+        self._records: dict[str, tuple[float, UserRecord | RobotRecord | None]] = {}
+        self._tenants: tuple[float, _Tenants] | None = None
+        self._failures: dict[str, deque[float]] = {}
+
+    # ---- principal state (briefly cached) ---------------------------------------
+    async def _record(self, username: str) -> UserRecord | RobotRecord | None:
+        now = time.monotonic()
+        hit = self._records.get(username)
+        if hit and hit[0] > now:
+            return hit[1]
+        if "+" in username:
+            rec = await self.principals.get_robot(username)
+        else:
+            rec = await self.principals.get_user(username)
+        if len(self._records) > 10000:
+            self._records.clear()
+        self._records[username] = (now + PRINCIPAL_CACHE_TTL, rec)
+        return rec
+
+    async def tenants(self) -> _Tenants:
+        now = time.monotonic()
+        if self._tenants and self._tenants[0] > now:
+            return self._tenants[1]
+        rows = await self.principals.list_tenants()
+        snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public))
+        self._tenants = (now + PRINCIPAL_CACHE_TTL, snap)
+        return snap
+
+    async def current(self, identity: Identity) -> Identity | None:
+        """The identity as it stands now, or None if the principal is gone, changed or expired."""
+        if identity.kind in ("anonymous", "service"):
+            return identity
+        rec = await self._record(identity.username)
+        if rec is None:
+            return None
+        now_ident = identity_of(rec)
+        if now_ident.version != identity.version or now_ident.uid != identity.uid or now_ident.kind != identity.kind:
+            return None
+        if now_ident.robot is not None and now_ident.robot.expired():
+            return None
+        return now_ident
+
+    def forget(self, username: str) -> None:
+        """Drop cached credentials and state of ``username`` (a user, a robot ``t+n``, or a tenant name:
+        then every robot of that tenant). Call after revoke, rotate, password or membership change, and
+        tenant deletion. Tenant lists are re-read too."""
+        self._tenants = None
+        robots_of = username + "+"
+        def gone(u: str) -> bool:
+            return u == username or u.startswith(robots_of)
+        for k in [k for k in self._records if gone(k)]:
+            del self._records[k]
+        for k in [k for k, (_, ident) in self._creds.items() if gone(ident.username)]:
+            del self._creds[k]
+
+    def forget_all(self) -> None:
+        self._tenants = None
+        self._records.clear()
+        self._creds.clear()
+
+    # ---- logins ------------------------------------------------------------------
+    def _check_rate(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        window, limit = self.config.failed_login_window, self.config.max_failed_logins
+        for key in keys:
+            q = self._failures.get(key)
+            if not q:
+                continue
+            while q and q[0] <= now - window:
+                q.popleft()
+            if len(q) >= limit:
+                raise TooManyAttempts(max(1, math.ceil(q[0] + window - now)))
+
+    def _record_failure(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        if len(self._failures) > 100000:
+            self._failures = {k: q for k, q in self._failures.items() if q and q[-1] > now - self.config.failed_login_window}
+        for key in keys:
+            q = self._failures.setdefault(key, deque())
+            q.append(now)
+            while len(q) > self.config.max_failed_logins + 1:
+                q.popleft()
+
+    async def login(self, username: str, password: str, remote: str) -> Identity | None:
+        """The identity for these credentials, or None. Raises TooManyAttempts.
+
+        A credential verified in the last ``credential_cache_ttl`` seconds is accepted from
+        memory (still checked against the principal's current version), so a storm of
+        token requests pays bcrypt once. Failed attempts count per username and per remote
+        address; the cache path never counts and is never locked out.
+        """
+        ckey = hmac.new(self._cache_salt, b"%s\0%s" % (username.encode(), password.encode()), hashlib.sha256).hexdigest()
+        now = time.monotonic()
+        hit = self._creds.get(ckey)
+        if hit is not None:
+            if hit[0] > now and hit[1].username == username:
+                ident = await self.current(hit[1])
+                if ident is not None:
+                    return ident
+            self._creds.pop(ckey, None)
+        rate_keys = [f"u:{username}", f"a:{remote}"]
+        self._check_rate(rate_keys)
+        if not username or not password:
+            rec = None
+        elif "+" in username:
+            rec = await self.principals.verify_robot(username, password)
+        else:
+            rec = await self.principals.verify_user(username, password)
+        if rec is None:
+            self._record_failure(rate_keys)
+            log.info("failed login for %r from %s", username, remote)
+            return None
+        self._failures.pop(f"u:{username}", None)
+        ident = identity_of(rec)
+        self._records[username] = (now + PRINCIPAL_CACHE_TTL, rec)
+        if self.config.credential_cache_ttl > 0:
+            if len(self._creds) > 10000:
+                self._creds = {k: v for k, v in self._creds.items() if v[0] > now}
+            self._creds[ckey] = (now + self.config.credential_cache_ttl, ident)
+        return ident
+
+    # ---- permissions -------------------------------------------------------------
+    async def allowed_actions(self, identity: Identity, type_: str, name: str) -> set[str]:
+        return allowed_for(identity, type_, name, await self.tenants())
+
+    async def identity_access(self, identity: Identity) -> IdentityAccess:
+        return IdentityAccess(identity, await self.tenants())
+
+    async def grant(self, identity: Identity, scopes: list[str]) -> list[dict]:
+        """The access entries of a token: each asked scope intersected with what is allowed.
+
+        Malformed scopes and scopes with nothing granted are left out (asking for more is
+        not an error). ``*`` on a repository asks for every allowed action.
+        """
+        tenants = await self.tenants()
+        out = []
+        for s in parse_scopes(scopes):
+            allowed = allowed_for(identity, s.type, s.name, tenants)
+            if not allowed:
+                continue
+            if s.type == "repository":
+                wanted = set(REPOSITORY_ACTIONS) if "*" in s.actions else set(s.actions)
+                acts = [a for a in REPOSITORY_ACTIONS if a in wanted and a in allowed]
+            else:
+                acts = [a for a in s.actions if a in allowed]
+            if acts:
+                entry = {"type": s.type, "name": s.name, "actions": acts}
+                if s.klass:
+                    entry["class"] = s.klass
+                out.append(entry)
+        return out
+
+    # ---- tokens ------------------------------------------------------------------
+    def _claims(self, identity: Identity, ttl: int, audience: str) -> dict:
+        now = int(time.time())
+        return {
+            "iss": self.config.issuer,
+            "sub": identity.username,
+            "aud": audience,
+            "exp": now + ttl,
+            "nbf": now,
+            "iat": now,
+            "jti": secrets.token_urlsafe(16),
+        }
+
+    def _sign(self, claims: dict) -> str:
+        return jwt.encode(claims, self.keys.signing_key, algorithm=self.keys.alg,
+                          headers={"kid": self.keys.signing.kid, "typ": "JWT"})
+
+    def _berth_claim(self, identity: Identity, use: str) -> dict:
+        return {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
+
+    def issue_token(self, identity: Identity, access: list[dict], ttl: int | None = None) -> dict:
+        """A signed registry token: ``{"token", "access_token", "expires_in", "issued_at"}``."""
+        ttl = int(ttl or self.config.token_ttl)
+        claims = self._claims(identity, ttl, self.config.service)
+        claims["access"] = [dict(e) for e in access]
+        claims["berth"] = self._berth_claim(identity, "access")
+        token = self._sign(claims)
+        return {"token": token, "access_token": token, "expires_in": ttl, "issued_at": rfc3339(claims["iat"])}
+
+    @property
+    def refresh_audience(self) -> str:
+        return f"{self.config.service}#refresh"
+
+    def issue_refresh_token(self, identity: Identity) -> str:
+        """A refresh token (OAuth2 offline access): a JWT for a distinct audience, no access claim."""
+        if identity.kind not in ("admin", "user", "robot"):
+            raise ValueError("refresh tokens are issued to users and robots only")
+        claims = self._claims(identity, int(self.config.refresh_token_ttl), self.refresh_audience)
+        claims["berth"] = self._berth_claim(identity, "refresh")
+        return self._sign(claims)
+
+    def _decode(self, token: str, audience: str) -> dict:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise InvalidToken(f"malformed token: {e}") from None
+        key = self.keys.by_kid.get(header.get("kid", ""))
+        if key is None:
+            raise InvalidToken("token signed with an unknown key")
+        if header.get("alg") != key.alg:  # never "none", never HMAC, never another family
+            raise InvalidToken("token algorithm not allowed")
+        try:
+            return jwt.decode(
+                token,
+                key.key,
+                algorithms=[key.alg],
+                audience=audience,
+                issuer=self.config.issuer,
+                leeway=LEEWAY,
+                options={"require": ["exp", "nbf", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as e:
+            raise InvalidToken(str(e)) from None
+
+    async def _principal_from_claims(self, claims: dict, use: str) -> Identity:
+        b = claims.get("berth")
+        if not isinstance(b, dict) or b.get("use") != use:
+            raise InvalidToken("not a Berth token of this kind")
+        kind = b.get("kind")
+        if kind == "anonymous":
+            return ANONYMOUS
+        if kind not in ("admin", "user", "robot"):
+            raise InvalidToken("unknown principal kind")
+        claimed = Identity(kind, claims["sub"], b.get("ver", -1), uid=b.get("uid", ""))
+        ident = await self.current(claimed)
+        if ident is None:
+            raise InvalidToken("the token's principal was revoked or changed")
+        return ident
+
+    async def identity_from_token(self, token: str) -> tuple[Identity, list[dict]]:
+        """Verify a registry token; return who it is for and what it grants now. Raises InvalidToken."""
+        claims = self._decode(token, self.config.service)
+        access = claims.get("access", [])
+        if not isinstance(access, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("name"), str)
+            and isinstance(e.get("actions"), list)
+            for e in access
+        ):
+            raise InvalidToken("malformed access claim")
+        b = claims.get("berth")
+        if isinstance(b, dict) and b.get("kind") == "service" and b.get("use") == "access":
+            ident = Identity("service", claims["sub"], access=tuple(access))
+        else:
+            ident = await self._principal_from_claims(claims, "access")
+        tenants = await self.tenants()
+        now_access = []
+        for e in access:
+            allowed = allowed_for(ident, e["type"], e["name"], tenants)
+            acts = [a for a in e["actions"] if a in allowed]
+            if acts:
+                now_access.append({**e, "actions": acts})
+        return ident, now_access
+
+    async def identity_from_refresh_token(self, token: str) -> Identity:
+        """Verify a refresh token; return its (still valid) principal. Raises InvalidToken."""
+        claims = self._decode(token, self.refresh_audience)
+        ident = await self._principal_from_claims(claims, "refresh")
+        if not ident.authenticated:
+            raise InvalidToken("anonymous refresh token")
+        return ident
+
+    def jwks(self) -> dict:
+        return self.keys.jwks()
+
+    # ---- bootstrap ---------------------------------------------------------------
+    async def ensure_admin(self) -> tuple[bool, str | None]:
+        """Create the bootstrap admin ``admin`` when no admin exists.
+
+        Returns (created, generated password or None when it came from the configuration).
+        """
+        if await self.principals.any_admin():
+            return False, None
+        password = self.config.admin_password
+        generated = not password
+        if generated:
+            password = secrets.token_urlsafe(18)
+        try:
+            await self.principals.create_user(ADMIN_USERNAME, password, is_admin=True)
+        except Exception as e:  # e.g. a plain user named "admin" exists, or a concurrent start won
+            if await self.principals.any_admin():
+                return False, None
+            raise RuntimeError(f"cannot create the bootstrap admin user: {e}") from e
+        return True, (password if generated else None)

@@ -1,0 +1,120 @@
+"""The realm: ``GET|POST /auth/token`` (token.md, oauth.md) and ``GET /auth/jwks.json``.
+
+GET: HTTP Basic (or nothing: an anonymous token), ``service``, repeated ``scope``,
+``offline_token=true`` for a refresh token. POST: the OAuth2 form (``grant_type`` password
+or refresh_token, ``username``, ``password``, ``refresh_token``, ``client_id``,
+``service``, space-separated ``scope``, ``access_type=offline``), parameters taken from
+the body (chunked or not) or the query string (podman).
+"""
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from ..errors import APIError
+from ..services import SERVICES
+from .guard import basic_credentials, client_address
+from .service import ANONYMOUS, AuthService, Identity, InvalidToken, TooManyAttempts
+
+MAX_FORM = 64 * 1024
+
+
+def _auth(request: web.Request) -> AuthService:
+    return request.app[SERVICES].auth
+
+
+def _check_service(auth: AuthService, service: str | None) -> None:
+    if service and service != auth.config.service:
+        raise APIError("INVALID_REQUEST", f"unknown service {service!r}; this registry is {auth.config.service!r}")
+
+
+async def _login(auth: AuthService, request: web.Request, username: str, password: str) -> Identity:
+    try:
+        identity = await auth.login(username, password, client_address(request))
+    except TooManyAttempts as e:
+        raise APIError("TOOMANYREQUESTS", str(e), headers={"Retry-After": str(e.retry_after)}) from None
+    if identity is None:
+        raise APIError("UNAUTHORIZED", "invalid username or password")
+    return identity
+
+
+def _scope_text(access: list[dict]) -> str:
+    return " ".join(f"{e['type']}:{e['name']}:{','.join(e['actions'])}" for e in access)
+
+
+async def get_token(request: web.Request) -> web.Response:
+    auth = _auth(request)
+    q = request.query
+    _check_service(auth, q.get("service"))
+    creds = basic_credentials(request)
+    if request.headers.get("Authorization", "").lower().startswith("basic") and creds is None:
+        raise APIError("UNAUTHORIZED", "malformed Basic credentials")
+    identity = ANONYMOUS
+    if creds is not None and (creds[0] or creds[1]):
+        identity = await _login(auth, request, *creds)
+    access = await auth.grant(identity, q.getall("scope", []))
+    body = auth.issue_token(identity, access)
+    if q.get("offline_token", "").lower() == "true" and identity.authenticated:
+        body["refresh_token"] = auth.issue_refresh_token(identity)
+    return web.json_response(body)
+
+
+async def _form(request: web.Request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for k, v in request.query.items():
+        params.setdefault(k, []).append(v)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():  # chunked or not; the form is small
+        size += len(chunk)
+        if size > MAX_FORM:
+            raise APIError("SIZE_INVALID", "token request body too large", status=413)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if raw and request.content_type in ("application/x-www-form-urlencoded", "", "application/octet-stream", "text/plain"):
+        body: dict[str, list[str]] = {}
+        for k, v in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+            body.setdefault(k, []).append(v)
+        params.update(body)  # the body wins over the query string
+    return params
+
+
+async def post_token(request: web.Request) -> web.Response:
+    auth = _auth(request)
+    p = await _form(request)
+
+    def one(key: str) -> str:
+        return (p.get(key) or [""])[-1]
+
+    _check_service(auth, one("service"))
+    grant_type = one("grant_type")
+    offline = one("access_type") == "offline"
+    if grant_type == "password":
+        username, password = one("username"), one("password")
+        if not username:
+            creds = basic_credentials(request)
+            if creds:
+                username, password = creds
+        if not username:
+            raise APIError("UNAUTHORIZED", "username and password are required")
+        identity = await _login(auth, request, username, password)
+    elif grant_type == "refresh_token":
+        refresh = one("refresh_token")
+        if not refresh:
+            raise APIError("INVALID_REQUEST", "refresh_token is required")
+        try:
+            identity = await auth.identity_from_refresh_token(refresh)
+        except InvalidToken as e:
+            raise APIError("UNAUTHORIZED", f"invalid refresh token: {e}") from None
+    else:
+        raise APIError("INVALID_REQUEST", f"unsupported grant_type {grant_type!r}")
+    access = await auth.grant(identity, p.get("scope", []))
+    body = auth.issue_token(identity, access)
+    body["scope"] = _scope_text(access)
+    if offline:
+        body["refresh_token"] = auth.issue_refresh_token(identity)
+    return web.json_response(body)
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.json_response(_auth(request).jwks(), headers={"Cache-Control": "max-age=300"})
