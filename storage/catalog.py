@@ -70,9 +70,13 @@ class Catalog:
     async def _ensure_repo(self, s: AsyncSession, name: str) -> int:
         rid = await self._repo_id(s, name)
         if rid is None:
-            async with s.begin_nested():
-                repo = Repository(name=name)
-                s.add(repo)
+            # a plain flush, not a SAVEPOINT: with pysqlite's legacy transaction handling
+            # a SAVEPOINT opened before any write starts the transaction and its RELEASE
+            # commits it, so the repository row survived a later rollback (e.g. a manifest
+            # refused with MANIFEST_BLOB_UNKNOWN still created an empty repository).
+            repo = Repository(name=name)
+            s.add(repo)
+            await s.flush()
             rid = repo.id
         return rid
 

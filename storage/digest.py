@@ -11,10 +11,10 @@ import re
 from .errors import DigestInvalid, UnsupportedDigest
 
 # The image-spec grammar: algorithm-component (separator component)* ":" encoded
-_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+_DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
 _ENCODED = {
-    "sha256": re.compile(r"^[a-f0-9]{64}$"),
-    "sha512": re.compile(r"^[a-f0-9]{128}$"),
+    "sha256": re.compile(r"^[a-f0-9]{64}\Z"),
+    "sha512": re.compile(r"^[a-f0-9]{128}\Z"),
 }
 ALGORITHMS = tuple(_ENCODED)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import digest as digests
 
-_UUID_RE = re.compile(r"^[a-f0-9]{32}$")
+_UUID_RE = re.compile(r"^[a-f0-9]{32}\Z")
 
 
 class Layout:

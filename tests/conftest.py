@@ -59,3 +59,10 @@ async def push_image(client, name: str, tag: str | None = "latest", layers: int 
                          headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert r.status == 201, await r.text()
     return digest, body, config_digest, layer_digests
+
+
+async def error_code(r) -> str:
+    """The first OCI error code of an error response (asserts the distribution-spec body shape)."""
+    body = await r.json(content_type=None)
+    assert isinstance(body.get("errors"), list) and body["errors"], body
+    return body["errors"][0]["code"]

@@ -98,6 +98,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     start, length = _chunk_bounds(request)
     svc = services(request)
     offset = await svc.blobs.append(upload_id, request.content.iter_chunked(BUFFER), start=start, length=length)
+    await svc.catalog.touch_upload(upload_id)  # expiry is about idle sessions (see storage.gc)
     return web.Response(status=202, headers=_upload_headers(name, upload_id, offset))
 
 

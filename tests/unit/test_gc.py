@@ -1,0 +1,129 @@
+"""storage.gc: unreferenced blobs past the grace period, expired uploads."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from sqlalchemy import update
+
+from storage import db
+from storage.blobs import BlobStore
+from storage.catalog import Catalog
+from storage.digest import of_bytes
+from storage.gc import collect, purge_uploads
+from storage.manifests import parse
+from storage.models import Upload
+from storage.paths import Layout
+
+OLD = time.time() - 10 * 24 * 3600
+
+
+@pytest.fixture
+async def env(tmp_path):
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    engine = db.make_engine(db.default_url(layout))
+    await db.create_schema(engine)
+    yield Catalog(engine), BlobStore(layout), layout
+    await engine.dispose()
+
+
+async def store_blob(catalog, blobs, name, data, *, link=True, age=None):
+    digest = of_bytes(data)
+    size = await blobs.put_bytes(data, digest)
+    if link:
+        await catalog.link_blob(name, digest, size)
+    if age is not None:
+        os.utime(blobs.path(digest), (time.time() - age, time.time() - age))
+    return digest
+
+
+async def test_unreferenced_blob_past_grace_removed(env):
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/b", b"orphan", age=7200)
+    await catalog.unlink_blob("a/b", d)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 1
+    assert report.bytes_freed == len(b"orphan")
+    assert blobs.size(d) is None
+    assert d not in await catalog.known_blobs()
+
+
+async def test_unreferenced_blob_within_grace_kept(env):
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/b", b"fresh orphan")
+    await catalog.unlink_blob("a/b", d)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 0
+    assert blobs.size(d) is not None
+
+
+async def test_file_without_row_past_grace_removed(env):
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/b", b"crash between commit and link", link=False, age=7200)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 1
+    assert blobs.size(d) is None
+
+
+async def test_referenced_blob_kept(env):
+    catalog, blobs, _ = env
+    linked = await store_blob(catalog, blobs, "a/b", b"linked", age=7200)
+    cfg = await store_blob(catalog, blobs, "a/b", b"config", age=7200)
+    body = (
+        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":6}},'
+        f'"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{linked}","size":6}}]}}'
+    ).encode()
+    await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
+    report = await collect(catalog, blobs, grace=0)
+    assert report.blobs_removed == 0
+    assert blobs.read(linked) == b"linked"
+    assert blobs.read(cfg) == b"config"
+
+
+async def test_blob_linked_in_another_repository_kept(env):
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/one", b"shared", age=7200)
+    await catalog.link_blob("a/two", d, 6)
+    await catalog.unlink_blob("a/one", d)
+    report = await collect(catalog, blobs, grace=0)
+    assert report.blobs_removed == 0
+    assert blobs.read(d) == b"shared"
+
+
+async def test_expired_uploads_purged(env):
+    catalog, blobs, layout = env
+    stale = blobs.start()
+    await catalog.create_upload(stale, "a/b")
+    fresh = blobs.start()
+    await catalog.create_upload(fresh, "a/b")
+    orphan_old = blobs.start()  # a file with no row (e.g. a crash), old
+    os.utime(layout.upload(orphan_old), (OLD, OLD))
+    orphan_new = blobs.start()  # a file with no row, recent: may be a session being created
+    async with catalog.sessions() as s, s.begin():  # `stale` was last used long ago
+        await s.execute(update(Upload).where(Upload.id == stale).values(updated_at=OLD))
+    removed = await purge_uploads(catalog, blobs, time.time() - 3600)
+    assert removed == 2
+    assert await catalog.upload_ids() == {fresh}
+    assert sorted(p.name for p in layout.uploads.iterdir()) == sorted([fresh, orphan_new])
+
+
+async def test_collect_purges_expired_uploads(env):
+    catalog, blobs, layout = env
+    uid = blobs.start()
+    await catalog.create_upload(uid, "a/b")
+    report = await collect(catalog, blobs, grace=3600, upload_expiry=-10)  # everything is expired
+    assert report.uploads_removed == 1
+    assert await catalog.upload_ids() == set()
+    assert list(layout.uploads.iterdir()) == []
+
+
+async def test_upload_with_row_but_no_file_purged(env):
+    catalog, blobs, _ = env
+    uid = blobs.start()
+    await catalog.create_upload(uid, "a/b")
+    blobs.cancel(uid)  # file gone, row left
+    assert await purge_uploads(catalog, blobs, time.time() + 10) == 1
+    assert await catalog.upload_ids() == set()
