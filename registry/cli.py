@@ -44,7 +44,8 @@ def _gc(args: argparse.Namespace) -> int:
 
     report = asyncio.run(run())
     print(
-        f"removed {report.blobs_removed} blobs ({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
+        f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
+        f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
     )
     return 0
 

@@ -159,6 +159,27 @@ class Catalog:
                 delete(RepositoryBlob).where(RepositoryBlob.repository_id == rid, RepositoryBlob.digest == digest)
             )
 
+    async def unlink_unreferenced(self, before: float) -> int:
+        """Drop repository→blob links no manifest of that repository references, made before
+        ``before`` (epoch seconds): what deleted or never-completed images leave behind.
+        Younger links are kept: a push links its blobs before it puts the manifest."""
+        referenced = (
+            select(ManifestReference.digest)
+            .join(Manifest, Manifest.id == ManifestReference.manifest_id)
+            .where(
+                Manifest.repository_id == RepositoryBlob.repository_id,
+                ManifestReference.digest == RepositoryBlob.digest,
+                ManifestReference.kind == "blob",
+            )
+        )
+        async with self._write() as s:
+            res = await s.execute(
+                delete(RepositoryBlob)
+                .where(RepositoryBlob.created_at < before, ~exists(referenced))
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount or 0
+
     async def unreferenced_blobs(self) -> list[str]:
         """Blobs no repository links (candidates for garbage collection)."""
         async with self._read() as s:

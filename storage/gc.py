@@ -1,9 +1,13 @@
-"""Garbage collection: expired upload sessions, and blobs no repository links.
+"""Garbage collection: expired upload sessions, unreferenced blob links, unlinked blobs.
 
-Safe to run while the registry serves: a blob file is only removed when no
-repository links it *and* its file has not been written or re-committed for
-``grace`` seconds (committing an already-stored blob refreshes its mtime), so a
-push that is about to link a blob never loses it.
+Mark and sweep in three steps, each safe while the registry serves:
+1. upload sessions idle for ``upload_expiry`` are removed;
+2. a repository's link to a blob is dropped when no manifest of that repository
+   references the blob and the link is older than ``grace`` (a push links its blobs
+   before it puts the manifest, so young links are kept);
+3. a blob file is removed when no repository links it *and* it has not been written
+   or re-committed for ``grace`` seconds (committing an already-stored blob refreshes
+   its mtime), so a push that is about to link a blob never loses it.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ log = logging.getLogger("berth.gc")
 @dataclass
 class GCReport:
     uploads_removed: int = 0
+    links_removed: int = 0
     blobs_removed: int = 0
     bytes_freed: int = 0
 
@@ -39,7 +44,11 @@ async def purge_uploads(catalog: Catalog, blobs: BlobStore, older_than: float) -
     known = await catalog.upload_ids()
     for upload_id in blobs.upload_ids():
         path = blobs.layout.uploads / upload_id
-        if upload_id not in known and path.stat().st_mtime < older_than:
+        try:
+            idle = path.stat().st_mtime < older_than
+        except FileNotFoundError:  # committed or cancelled meanwhile
+            continue
+        if upload_id not in known and idle:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -50,6 +59,8 @@ async def collect(catalog: Catalog, blobs: BlobStore, *, grace: float = 3600, up
     now = time.time()
     report.uploads_removed = await purge_uploads(catalog, blobs, now - upload_expiry)
     cutoff = now - grace
+    # links no manifest needs any more (deleted images, abandoned pushes)
+    report.links_removed = await catalog.unlink_unreferenced(cutoff)
     # blobs with a row but no repository link
     candidates = set(await catalog.unreferenced_blobs())
     # files on disk with no row at all (e.g. a crash between commit and link)

@@ -13,7 +13,7 @@ from storage.catalog import Catalog
 from storage.digest import of_bytes
 from storage.gc import collect, purge_uploads
 from storage.manifests import parse
-from storage.models import Upload
+from storage.models import RepositoryBlob, Upload
 from storage.paths import Layout
 
 OLD = time.time() - 10 * 24 * 3600
@@ -88,9 +88,64 @@ async def test_blob_linked_in_another_repository_kept(env):
     d = await store_blob(catalog, blobs, "a/one", b"shared", age=7200)
     await catalog.link_blob("a/two", d, 6)
     await catalog.unlink_blob("a/one", d)
-    report = await collect(catalog, blobs, grace=0)
+    report = await collect(catalog, blobs, grace=3600)  # a/two's link is young: a push in progress
     assert report.blobs_removed == 0
     assert blobs.read(d) == b"shared"
+
+
+def _manifest(cfg: str, layer: str) -> bytes:
+    return (
+        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":6}},'
+        f'"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":6}}]}}'
+    ).encode()
+
+
+async def _age_links(catalog):
+    async with catalog.sessions() as s, s.begin():
+        await s.execute(update(RepositoryBlob).values(created_at=OLD))
+
+
+async def test_deleted_image_layers_reclaimed(env):
+    catalog, blobs, _ = env
+    layer = await store_blob(catalog, blobs, "a/b", b"layer!", age=7200)
+    cfg = await store_blob(catalog, blobs, "a/b", b"config", age=7200)
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
+    await _age_links(catalog)
+    assert (await collect(catalog, blobs, grace=3600)).blobs_removed == 0  # still referenced
+    await catalog.delete_manifest("a/b", of_bytes(body))
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.links_removed == 2
+    assert report.blobs_removed == 2
+    assert blobs.size(layer) is None and blobs.size(cfg) is None
+    assert await catalog.blob_size("a/b", layer) is None
+
+
+async def test_unreferenced_link_kept_while_young(env):
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/b", b"pushed, manifest not yet", age=7200)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.links_removed == 0
+    assert await catalog.blob_size("a/b", d) is not None
+    await _age_links(catalog)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.links_removed == 1 and report.blobs_removed == 1
+
+
+async def test_blob_shared_with_a_referencing_repository_kept(env):
+    catalog, blobs, _ = env
+    layer = await store_blob(catalog, blobs, "a/one", b"layer!", age=7200)
+    cfg = await store_blob(catalog, blobs, "a/one", b"config", age=7200)
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest("a/one", of_bytes(body), parse(body, None), body, "v1")
+    await catalog.link_blob("a/two", layer, 6)  # mounted, never used by a manifest there
+    await _age_links(catalog)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.links_removed == 1  # a/two's link only
+    assert report.blobs_removed == 0
+    assert await catalog.blob_size("a/one", layer) == 6
+    assert await catalog.blob_size("a/two", layer) is None
 
 
 async def test_expired_uploads_purged(env):
