@@ -37,9 +37,8 @@ async def _sweep_uploads(svc: Services) -> None:
 def create_app(config: Config) -> web.Application:
     layout = Layout(config.data_dir)
     layout.create()
-    engine = db.make_engine(config.database_url or db.default_url(layout))
-    catalog = Catalog(engine)
-    svc = Services(config=config, layout=layout, engine=engine, blobs=BlobStore(layout), catalog=catalog)
+    database = db.Database(config.database_url or db.default_url(layout))
+    svc = Services(config=config, layout=layout, db=database, blobs=BlobStore(layout), catalog=Catalog(database))
 
     middlewares = [middleware.errors]
     if config.auth.enabled:
@@ -59,7 +58,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(middleware.add_api_version)
 
     async def lifecycle(app: web.Application):
-        await db.create_schema(engine)
+        await database.create_schema()
         if config.auth.enabled:
             from .auth.setup import start_auth  # noqa: PLC0415
 
@@ -69,7 +68,7 @@ def create_app(config: Config) -> web.Application:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        await engine.dispose()
+        await database.dispose()
 
     app.cleanup_ctx.append(lifecycle)
     return app

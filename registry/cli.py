@@ -35,12 +35,12 @@ def _gc(args: argparse.Namespace) -> int:
 
     async def run():
         layout = Layout(config.data_dir)
-        engine = db.make_engine(config.database_url or db.default_url(layout))
-        await db.create_schema(engine)
+        database = db.Database(config.database_url or db.default_url(layout))
+        await database.create_schema()
         try:
-            return await collect(Catalog(engine), BlobStore(layout), grace=args.grace, upload_expiry=config.upload_expiry)
+            return await collect(Catalog(database), BlobStore(layout), grace=args.grace, upload_expiry=config.upload_expiry)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     report = asyncio.run(run())
     print(
@@ -70,10 +70,10 @@ def _admin(args: argparse.Namespace) -> int:
     async def run():
         layout = Layout(config.data_dir)
         layout.create()
-        engine = db.make_engine(config.database_url or db.default_url(layout))
+        database = db.Database(config.database_url or db.default_url(layout))
         try:
-            await db.create_schema(engine)
-            principals = Principals(engine)
+            await database.create_schema()
+            principals = Principals(database)
             auth = None
             if args.admin_op == "issue_token":  # needs the signing key of this data directory
                 from .auth.service import AuthService
@@ -82,7 +82,7 @@ def _admin(args: argparse.Namespace) -> int:
             ops = AdminOps(principals, config, auth)
             return await args.admin_call(ops, CLI_ACTOR, args)
         finally:
-            await engine.dispose()
+            await database.dispose()
 
     try:
         result = asyncio.run(run())

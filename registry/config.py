@@ -36,7 +36,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 5000
     data_dir: Path = Path("./data")
-    database_url: str | None = None  # default: sqlite+aiosqlite:///<data_dir>/berth.db
+    database_url: str | None = None  # default: sqlite:///<data_dir>/berth.db
     max_manifest_size: int = 4 * 1024 * 1024
     upload_expiry: int = 24 * 3600  # seconds an idle upload session is kept
     log_level: str = "INFO"

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
+from storage.db import Database
 from storage.paths import Layout
 
 from .config import Config
@@ -18,7 +18,7 @@ from .config import Config
 class Services:
     config: Config
     layout: Layout
-    engine: AsyncEngine
+    db: Database
     blobs: BlobStore
     catalog: Catalog
     auth: Any = None  # registry.auth service when auth is enabled

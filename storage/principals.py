@@ -10,28 +10,30 @@ Nothing here knows about HTTP or tokens: it returns plain records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import bcrypt
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
-from .db import sessionmaker
+from .db import Database
 from .errors import StorageError
 from .models import AuditEvent, Membership, Repository, Robot, Tenant, Upload, User
 
 ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
 ROBOT_ACTIONS = ("pull", "push", "delete")
-TENANT_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")  # one repository-name component
-USERNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}$")  # no '+': reserved for robots
-ROBOT_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+TENANT_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")  # one repository-name component
+USERNAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}\Z")  # no '+': reserved for robots
+ROBOT_NAME_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*\Z")
 SECRET_BYTES = 32
+T = TypeVar("T")
 
 
 class Conflict(StorageError):
@@ -99,61 +101,61 @@ def new_secret() -> str:
 
 
 class Principals:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.sessions = sessionmaker(engine)
-        self._serialise_writes = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock()
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
-    @contextlib.asynccontextmanager
-    async def _write(self):
-        lock = self._write_lock if self._serialise_writes else contextlib.nullcontext()
-        async with lock:
-            async with self.sessions() as s, s.begin():
-                yield s
+    async def _write(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in one write transaction (see storage.db)."""
+        return await self.db.write(_in_session, fn)
 
-    @contextlib.asynccontextmanager
-    async def _read(self):
-        async with self.sessions() as s:
-            yield s
+    async def _read(self, fn: Callable[[Session], T]) -> T:
+        return await self.db.read(_in_session, fn)
 
     # ---- tenants ---------------------------------------------------------------
     async def create_tenant(self, name: str, public: bool = False) -> TenantRecord:
         if not TENANT_RE.match(name) or len(name) > 64:
             raise Invalid(f"invalid tenant name {name!r}: lower-case letters, digits and . _ - inside")
+
+        def run(s: Session) -> TenantRecord:
+            t = Tenant(name=name, public=bool(public))
+            s.add(t)
+            s.flush()
+            return TenantRecord(t.name, t.public, t.created_at)
+
         try:
-            async with self._write() as s:
-                t = Tenant(name=name, public=bool(public))
-                s.add(t)
+            return await self._write(run)
         except IntegrityError:
             raise Conflict(f"tenant {name!r} already exists") from None
-        return TenantRecord(t.name, t.public, t.created_at)
 
     async def get_tenant(self, name: str) -> TenantRecord | None:
-        async with self._read() as s:
-            t = (await s.execute(select(Tenant).where(Tenant.name == name))).scalar()
+        def run(s: Session) -> TenantRecord | None:
+            t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
             return TenantRecord(t.name, t.public, t.created_at) if t else None
 
+        return await self._read(run)
+
     async def list_tenants(self) -> list[TenantRecord]:
-        async with self._read() as s:
-            rows = (await s.execute(select(Tenant).order_by(Tenant.name))).scalars().all()
+        def run(s: Session) -> list[TenantRecord]:
+            rows = s.execute(select(Tenant).order_by(Tenant.name)).scalars().all()
             return [TenantRecord(t.name, t.public, t.created_at) for t in rows]
 
+        return await self._read(run)
+
     async def public_tenants(self) -> set[str]:
-        async with self._read() as s:
-            return set((await s.execute(select(Tenant.name).where(Tenant.public.is_(True)))).scalars().all())
+        q = select(Tenant.name).where(Tenant.public.is_(True))
+        return await self._read(lambda s: set(s.execute(q).scalars().all()))
 
     async def set_tenant_public(self, name: str, public: bool) -> None:
-        async with self._write() as s:
-            res = await s.execute(update(Tenant).where(Tenant.name == name).values(public=bool(public)))
+        def run(s: Session) -> None:
+            res = s.execute(update(Tenant).where(Tenant.name == name).values(public=bool(public)))
             if res.rowcount == 0:
                 raise NotFound(f"tenant {name!r} not found")
 
+        await self._write(run)
+
     async def tenant_repository_count(self, name: str) -> int:
-        async with self._read() as s:
-            rows = (
-                await s.execute(select(Repository.name).where(Repository.name.startswith(f"{name}/", autoescape=True)))
-            ).scalars().all()
-            return len(rows)
+        q = select(func.count()).select_from(Repository).where(Repository.name.startswith(f"{name}/", autoescape=True))
+        return await self._read(lambda s: s.execute(q).scalar() or 0)
 
     async def delete_tenant(self, name: str, *, purge_repositories: bool = False) -> list[int]:
         """Delete a tenant, its memberships and robots; return the ids of users who lost access.
@@ -162,23 +164,24 @@ class Principals:
         the blobs themselves go with the next gc) and upload sessions are deleted in the same
         transaction, so a tenant created later under the same name starts empty.
         """
-        async with self._write() as s:
-            t = (await s.execute(select(Tenant).where(Tenant.name == name))).scalar()
+
+        def run(s: Session) -> list[int]:
+            t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
             if t is None:
                 raise NotFound(f"tenant {name!r} not found")
             if purge_repositories:
                 prefix = f"{name}/"
-                await s.execute(delete(Repository).where(Repository.name.startswith(prefix, autoescape=True)))
-                await s.execute(delete(Upload).where(Upload.repository.startswith(prefix, autoescape=True)))
-            members = list(
-                (await s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id))).scalars().all()
-            )
+                s.execute(delete(Repository).where(Repository.name.startswith(prefix, autoescape=True)))
+                s.execute(delete(Upload).where(Upload.repository.startswith(prefix, autoescape=True)))
+            members = list(s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id)).scalars().all())
             if members:
-                await s.execute(update(User).where(User.id.in_(members)).values(version=User.version + 1))
-            await s.execute(delete(Membership).where(Membership.tenant_id == t.id))
-            await s.execute(delete(Robot).where(Robot.tenant_id == t.id))
-            await s.execute(delete(Tenant).where(Tenant.id == t.id))
+                s.execute(update(User).where(User.id.in_(members)).values(version=User.version + 1))
+            s.execute(delete(Membership).where(Membership.tenant_id == t.id))
+            s.execute(delete(Robot).where(Robot.tenant_id == t.id))
+            s.execute(delete(Tenant).where(Tenant.id == t.id))
             return members
+
+        return await self._write(run)
 
     # ---- users -----------------------------------------------------------------
     async def create_user(self, username: str, password: str, *, is_admin: bool = False) -> UserRecord:
@@ -187,75 +190,83 @@ class Principals:
         if len(password) < 8:
             raise Invalid("password must have at least 8 characters")
         hashed = await asyncio.to_thread(_hash, password)
+
+        def run(s: Session) -> UserRecord:
+            u = User(username=username, password_hash=hashed, is_admin=is_admin)
+            s.add(u)
+            s.flush()
+            return UserRecord(u.id, u.username, u.is_admin, u.version, {}, u.created_at)
+
         try:
-            async with self._write() as s:
-                u = User(username=username, password_hash=hashed, is_admin=is_admin)
-                s.add(u)
-                await s.flush()
+            return await self._write(run)
         except IntegrityError:
             raise Conflict(f"user {username!r} already exists") from None
-        return UserRecord(u.id, u.username, u.is_admin, u.version, {})
 
     async def get_user(self, username: str) -> UserRecord | None:
-        async with self._read() as s:
-            u = (await s.execute(select(User).where(User.username == username))).scalar()
+        def run(s: Session) -> UserRecord | None:
+            u = s.execute(select(User).where(User.username == username)).scalar()
             if u is None:
                 return None
-            roles = (
-                await s.execute(
-                    select(Tenant.name, Membership.role)
-                    .join(Membership, Membership.tenant_id == Tenant.id)
-                    .where(Membership.user_id == u.id)
-                )
+            roles = s.execute(
+                select(Tenant.name, Membership.role)
+                .join(Membership, Membership.tenant_id == Tenant.id)
+                .where(Membership.user_id == u.id)
             ).all()
             return UserRecord(u.id, u.username, u.is_admin, u.version, {t: r for t, r in roles}, u.created_at)
 
+        return await self._read(run)
+
     async def list_users(self) -> list[UserRecord]:
-        async with self._read() as s:
-            users = (await s.execute(select(User).order_by(User.username))).scalars().all()
-            roles = (
-                await s.execute(
-                    select(Membership.user_id, Tenant.name, Membership.role).join(
-                        Tenant, Tenant.id == Membership.tenant_id
-                    )
-                )
+        def run(s: Session) -> list[UserRecord]:
+            users = s.execute(select(User).order_by(User.username)).scalars().all()
+            roles = s.execute(
+                select(Membership.user_id, Tenant.name, Membership.role).join(Tenant, Tenant.id == Membership.tenant_id)
             ).all()
-        by_user: dict[int, dict[str, str]] = {}
-        for uid, tenant, role in roles:
-            by_user.setdefault(uid, {})[tenant] = role
-        return [UserRecord(u.id, u.username, u.is_admin, u.version, by_user.get(u.id, {})) for u in users]
+            by_user: dict[int, dict[str, str]] = {}
+            for uid, tenant, role in roles:
+                by_user.setdefault(uid, {})[tenant] = role
+            return [
+                UserRecord(u.id, u.username, u.is_admin, u.version, by_user.get(u.id, {}), u.created_at) for u in users
+            ]
+
+        return await self._read(run)
 
     async def any_admin(self) -> bool:
-        async with self._read() as s:
-            return (await s.execute(select(User.id).where(User.is_admin.is_(True)).limit(1))).scalar() is not None
+        q = select(User.id).where(User.is_admin.is_(True)).limit(1)
+        return await self._read(lambda s: s.execute(q).scalar() is not None)
 
     async def set_password(self, username: str, password: str) -> None:
         if len(password) < 8:
             raise Invalid("password must have at least 8 characters")
         hashed = await asyncio.to_thread(_hash, password)
-        async with self._write() as s:
-            res = await s.execute(
+
+        def run(s: Session) -> None:
+            res = s.execute(
                 update(User).where(User.username == username).values(password_hash=hashed, version=User.version + 1)
             )
             if res.rowcount == 0:
                 raise NotFound(f"user {username!r} not found")
 
+        await self._write(run)
+
     async def delete_user(self, username: str) -> None:
-        async with self._write() as s:
-            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+        def run(s: Session) -> None:
+            uid = s.execute(select(User.id).where(User.username == username)).scalar()
             if uid is None:
                 raise NotFound(f"user {username!r} not found")
-            await s.execute(delete(Membership).where(Membership.user_id == uid))
-            await s.execute(delete(User).where(User.id == uid))
+            s.execute(delete(Membership).where(Membership.user_id == uid))
+            s.execute(delete(User).where(User.id == uid))
+
+        await self._write(run)
 
     async def verify_user(self, username: str, password: str) -> UserRecord | None:
         """The user when ``password`` is theirs (bcrypt, in a thread), else None."""
-        async with self._read() as s:
-            row = (await s.execute(select(User.password_hash).where(User.username == username))).scalar()
-        if row is None:
+        q = select(User.password_hash).where(User.username == username)
+        hashed = await self._read(lambda s: s.execute(q).scalar())
+        if hashed is None:
             await asyncio.to_thread(_check, password, _DUMMY_HASH)  # same cost for unknown users
             return None
-        if not await asyncio.to_thread(_check, password, row):
+        if not await asyncio.to_thread(_check, password, hashed):
             return None
         return await self.get_user(username)
 
@@ -263,45 +274,48 @@ class Principals:
     async def set_membership(self, tenant: str, username: str, role: str) -> None:
         if role not in ROLES:
             raise Invalid(f"role must be one of {', '.join(ROLES)}")
-        async with self._write() as s:
-            tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
-            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+
+        def run(s: Session) -> None:
+            tid = s.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar()
+            uid = s.execute(select(User.id).where(User.username == username)).scalar()
             if tid is None:
                 raise NotFound(f"tenant {tenant!r} not found")
             if uid is None:
                 raise NotFound(f"user {username!r} not found")
-            old = await s.get(Membership, (tid, uid))
+            old = s.get(Membership, (tid, uid))
             if old is None:
                 s.add(Membership(tenant_id=tid, user_id=uid, role=role))
             else:
                 if ROLES[role] != ROLES[old.role] and not set(ROLES[old.role]) <= set(ROLES[role]):
                     # a downgrade takes away access: tokens issued before stop working
-                    await s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+                    s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
                 old.role = role
+            s.flush()
+
+        await self._write(run)
 
     async def remove_membership(self, tenant: str, username: str) -> None:
-        async with self._write() as s:
-            tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
-            uid = (await s.execute(select(User.id).where(User.username == username))).scalar()
+        def run(s: Session) -> None:
+            tid = s.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar()
+            uid = s.execute(select(User.id).where(User.username == username)).scalar()
             if tid is None or uid is None:
                 raise NotFound(f"no membership of {username!r} in {tenant!r}")
-            res = await s.execute(delete(Membership).where(Membership.tenant_id == tid, Membership.user_id == uid))
+            res = s.execute(delete(Membership).where(Membership.tenant_id == tid, Membership.user_id == uid))
             if res.rowcount == 0:
                 raise NotFound(f"no membership of {username!r} in {tenant!r}")
-            await s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+
+        await self._write(run)
 
     async def members(self, tenant: str) -> dict[str, str]:
-        async with self._read() as s:
-            rows = (
-                await s.execute(
-                    select(User.username, Membership.role)
-                    .join(Membership, Membership.user_id == User.id)
-                    .join(Tenant, Tenant.id == Membership.tenant_id)
-                    .where(Tenant.name == tenant)
-                    .order_by(User.username)
-                )
-            ).all()
-            return {u: r for u, r in rows}
+        q = (
+            select(User.username, Membership.role)
+            .join(Membership, Membership.user_id == User.id)
+            .join(Tenant, Tenant.id == Membership.tenant_id)
+            .where(Tenant.name == tenant)
+            .order_by(User.username)
+        )
+        return await self._read(lambda s: {u: r for u, r in s.execute(q).all()})
 
     # ---- robots ----------------------------------------------------------------
     @staticmethod
@@ -339,69 +353,71 @@ class Principals:
                 raise Invalid("repositories must be a list of globs")
         secret = new_secret()
         hashed = await asyncio.to_thread(_hash, secret)
+
+        def run(s: Session) -> RobotRecord:
+            tid = s.execute(select(Tenant.id).where(Tenant.name == tenant)).scalar()
+            if tid is None:
+                raise NotFound(f"tenant {tenant!r} not found")
+            r = Robot(
+                tenant_id=tid,
+                name=name,
+                username=f"{tenant}+{name}",
+                secret_hash=hashed,
+                actions=",".join(actions),
+                repositories=json.dumps(repositories) if repositories is not None else None,
+                expires_at=expires_at,
+                description=description,
+            )
+            s.add(r)
+            s.flush()
+            return self._robot(r, tenant)
+
         try:
-            async with self._write() as s:
-                tid = (await s.execute(select(Tenant.id).where(Tenant.name == tenant))).scalar()
-                if tid is None:
-                    raise NotFound(f"tenant {tenant!r} not found")
-                r = Robot(
-                    tenant_id=tid,
-                    name=name,
-                    username=f"{tenant}+{name}",
-                    secret_hash=hashed,
-                    actions=",".join(actions),
-                    repositories=json.dumps(repositories) if repositories is not None else None,
-                    expires_at=expires_at,
-                    description=description,
-                )
-                s.add(r)
-                await s.flush()
+            return await self._write(run), secret
         except IntegrityError:
             raise Conflict(f"robot {name!r} already exists in tenant {tenant!r}") from None
-        return self._robot(r, tenant), secret
 
     async def list_robots(self, tenant: str) -> list[RobotRecord]:
-        async with self._read() as s:
-            rows = (
-                await s.execute(
-                    select(Robot).join(Tenant, Tenant.id == Robot.tenant_id).where(Tenant.name == tenant).order_by(Robot.name)
-                )
-            ).scalars().all()
-            return [self._robot(r, tenant) for r in rows]
+        q = select(Robot).join(Tenant, Tenant.id == Robot.tenant_id).where(Tenant.name == tenant).order_by(Robot.name)
+        return await self._read(lambda s: [self._robot(r, tenant) for r in s.execute(q).scalars().all()])
 
     async def get_robot(self, username: str) -> RobotRecord | None:
-        async with self._read() as s:
-            row = (
-                await s.execute(
-                    select(Robot, Tenant.name).join(Tenant, Tenant.id == Robot.tenant_id).where(Robot.username == username)
-                )
-            ).first()
+        q = select(Robot, Tenant.name).join(Tenant, Tenant.id == Robot.tenant_id).where(Robot.username == username)
+
+        def run(s: Session) -> RobotRecord | None:
+            row = s.execute(q).first()
             return self._robot(row[0], row[1]) if row else None
 
+        return await self._read(run)
+
     async def delete_robot(self, tenant: str, name: str) -> None:
-        async with self._write() as s:
-            res = await s.execute(delete(Robot).where(Robot.username == f"{tenant}+{name}"))
-            if res.rowcount == 0:
+        def run(s: Session) -> None:
+            if s.execute(delete(Robot).where(Robot.username == f"{tenant}+{name}")).rowcount == 0:
                 raise NotFound(f"robot {name!r} not found in tenant {tenant!r}")
+
+        await self._write(run)
 
     async def rotate_robot(self, tenant: str, name: str) -> tuple[RobotRecord, str]:
         secret = new_secret()
         hashed = await asyncio.to_thread(_hash, secret)
-        async with self._write() as s:
-            res = await s.execute(
+
+        def run(s: Session) -> None:
+            res = s.execute(
                 update(Robot)
                 .where(Robot.username == f"{tenant}+{name}")
                 .values(secret_hash=hashed, version=Robot.version + 1)
             )
             if res.rowcount == 0:
                 raise NotFound(f"robot {name!r} not found in tenant {tenant!r}")
+
+        await self._write(run)
         robot = await self.get_robot(f"{tenant}+{name}")
         assert robot is not None
         return robot, secret
 
     async def verify_robot(self, username: str, secret: str) -> RobotRecord | None:
-        async with self._read() as s:
-            hashed = (await s.execute(select(Robot.secret_hash).where(Robot.username == username))).scalar()
+        q = select(Robot.secret_hash).where(Robot.username == username)
+        hashed = await self._read(lambda s: s.execute(q).scalar())
         if hashed is None:
             await asyncio.to_thread(_check, secret, _DUMMY_HASH)
             return None
@@ -423,26 +439,24 @@ class Principals:
         remote: str | None = None,
         detail: dict | None = None,
     ) -> None:
-        async with self._write() as s:
-            s.add(
-                AuditEvent(
-                    actor=actor,
-                    action=action,
-                    tenant=tenant,
-                    target=target,
-                    remote=remote,
-                    detail=json.dumps(detail) if detail else None,
-                )
-            )
+        event = AuditEvent(
+            actor=actor,
+            action=action,
+            tenant=tenant,
+            target=target,
+            remote=remote,
+            detail=json.dumps(detail) if detail else None,
+        )
+        await self._write(lambda s: s.add(event))
 
     async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None) -> list[dict]:
-        async with self._read() as s:
-            q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
-            if tenant is not None:
-                q = q.where(AuditEvent.tenant == tenant)
-            if before is not None:
-                q = q.where(AuditEvent.id < before)
-            rows = (await s.execute(q)).scalars().all()
+        q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+        if tenant is not None:
+            q = q.where(AuditEvent.tenant == tenant)
+        if before is not None:
+            q = q.where(AuditEvent.id < before)
+
+        def run(s: Session) -> list[dict]:
             return [
                 {
                     "id": e.id,
@@ -454,8 +468,18 @@ class Principals:
                     "remote": e.remote,
                     "detail": json.loads(e.detail) if e.detail else None,
                 }
-                for e in rows
+                for e in s.execute(q).scalars().all()
             ]
+
+        return await self._read(run)
+
+
+def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:
+    """Run ``fn`` with an ORM session on ``conn``; flushed before the connection commits."""
+    with Session(bind=conn, expire_on_commit=False) as s:
+        result = fn(s)
+        s.flush()
+        return result
 
 
 _DUMMY_HASH = bcrypt.hashpw(b"berth-dummy-password", bcrypt.gensalt()).decode()

@@ -118,8 +118,7 @@ async def finish_upload(request: web.Request) -> web.Response:
     except storage_errors.DigestInvalid:
         await svc.catalog.delete_upload(upload_id)  # the bytes are gone too: nothing is kept
         raise
-    await svc.catalog.link_blob(name, digest, size)
-    await svc.catalog.delete_upload(upload_id)
+    await svc.catalog.link_blob(name, digest, size, finished_upload=upload_id)
     return _blob_created(name, digest)
 
 

@@ -17,7 +17,7 @@ log = logging.getLogger("berth.auth")
 
 def _ensure_service(svc: Services) -> AuthService:
     if svc.auth is None:
-        svc.auth = AuthService(svc.config, Principals(svc.engine))
+        svc.auth = AuthService(svc.config, Principals(svc.db))
     return svc.auth
 
 

@@ -23,10 +23,10 @@ OLD = time.time() - 10 * 24 * 3600
 async def env(tmp_path):
     layout = Layout(tmp_path / "data")
     layout.create()
-    engine = db.make_engine(db.default_url(layout))
-    await db.create_schema(engine)
-    yield Catalog(engine), BlobStore(layout), layout
-    await engine.dispose()
+    database = db.Database(db.default_url(layout))
+    await database.create_schema()
+    yield Catalog(database), BlobStore(layout), layout
+    await database.dispose()
 
 
 async def store_blob(catalog, blobs, name, data, *, link=True, age=None):
@@ -102,8 +102,7 @@ def _manifest(cfg: str, layer: str) -> bytes:
 
 
 async def _age_links(catalog):
-    async with catalog.sessions() as s, s.begin():
-        await s.execute(update(RepositoryBlob).values(created_at=OLD))
+    await catalog.db.write(lambda c: c.execute(update(RepositoryBlob).values(created_at=OLD)))
 
 
 async def test_deleted_image_layers_reclaimed(env):
@@ -157,8 +156,8 @@ async def test_expired_uploads_purged(env):
     orphan_old = blobs.start()  # a file with no row (e.g. a crash), old
     os.utime(layout.upload(orphan_old), (OLD, OLD))
     orphan_new = blobs.start()  # a file with no row, recent: may be a session being created
-    async with catalog.sessions() as s, s.begin():  # `stale` was last used long ago
-        await s.execute(update(Upload).where(Upload.id == stale).values(updated_at=OLD))
+    # `stale` was last used long ago
+    await catalog.db.write(lambda c: c.execute(update(Upload).where(Upload.id == stale).values(updated_at=OLD)))
     removed = await purge_uploads(catalog, blobs, time.time() - 3600)
     assert removed == 2
     assert await catalog.upload_ids() == {fresh}
