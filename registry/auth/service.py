@@ -22,7 +22,7 @@ import logging
 import math
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +41,7 @@ log = logging.getLogger("berth.auth")
 REPOSITORY_ACTIONS = ("pull", "push", "delete")
 LEEWAY = 60  # seconds of clock skew accepted on exp/nbf
 PRINCIPAL_CACHE_TTL = 5.0  # seconds a principal's state is trusted from memory (forget() drops it)
+VERIFIED_TOKENS = 4096  # signature-checked tokens remembered (LRU); exp is re-checked on every use
 ADMIN_USERNAME = "admin"
 
 
@@ -193,6 +194,9 @@ class AuthService:
         self._records: dict[str, tuple[float, UserRecord | RobotRecord | None]] = {}
         self._tenants: tuple[float, _Tenants] | None = None
         self._failures: dict[str, deque[float]] = {}
+        # (token, audience) -> claims whose signature, alg, aud and iss were verified: clients
+        # reuse one token for many requests, so each pays the ECDSA/RSA check once
+        self._verified: OrderedDict[tuple[str, str], dict] = OrderedDict()
 
     # ---- principal state (briefly cached) ---------------------------------------
     async def _record(self, username: str) -> UserRecord | RobotRecord | None:
@@ -384,6 +388,21 @@ class AuthService:
         return self._sign(claims)
 
     def _decode(self, token: str, audience: str) -> dict:
+        key = (token, audience)
+        claims = self._verified.get(key)
+        if claims is not None:
+            if claims["exp"] + LEEWAY <= time.time():
+                del self._verified[key]
+                raise InvalidToken("Signature has expired")
+            self._verified.move_to_end(key)
+            return claims
+        claims = self._verify(token, audience)
+        self._verified[key] = claims
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str, audience: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:

@@ -416,3 +416,25 @@ async def test_robot_token_dies_with_the_robot_expiry(client, world, principals)
     assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
     r = await client.get("/auth/token", headers=basic(robot.username, secret))
     assert r.status == 401  # the credential cache does not outlive the expiry either
+
+
+async def test_cached_token_still_expires(client, world, monkeypatch):
+    """A token's verified claims are remembered, but exp is checked again on every use."""
+    from registry.auth import service as service_module
+
+    tok = (await get_token(client, "repository:acme/app:pull", creds=world["alice"]))["token"]
+    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 404  # verified + cached
+    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 404  # from the cache
+    later = time.time() + 3600  # far past exp + leeway
+    monkeypatch.setattr(service_module.time, "time", lambda: later)
+    r = await client.get("/v2/acme/app/tags/list", headers=bearer(tok))
+    assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
+
+
+async def test_cached_token_does_not_cover_a_tampered_copy(client, world):
+    tok = (await get_token(client, "repository:acme/app:pull", creds=world["alice"]))["token"]
+    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 404
+    head, payload, sig = tok.split(".")
+    forged = f"{head}.{payload}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
+    r = await client.get("/v2/acme/app/tags/list", headers=bearer(forged))
+    assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
