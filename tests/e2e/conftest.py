@@ -501,6 +501,19 @@ class Containerd:
             raise CommandFailed(cmd, p.returncode, "", _text(p.stderr))
         return p.stdout
 
+    def digests(self) -> set[str]:
+        """Digests in the content store (namespace-isolated)."""
+        out = self.ctr("content", "ls", "-q")
+        return {line.split()[0] for line in out.splitlines() if line.startswith("sha256:")}
+
+    def image_target(self, ref: str) -> tuple[str, str]:
+        """(media type, digest) containerd recorded for an image."""
+        for line in self.ctr("images", "ls").splitlines()[1:]:
+            cols = line.split()
+            if cols and cols[0] == ref:
+                return cols[1], cols[2]
+        raise AssertionError(f"{ref} not in ctr images ls")
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

@@ -136,17 +136,6 @@ def inspect_with_authfile(skopeo, ref: str, authfile) -> bytes:
     return p.stdout
 
 
-def content_digests(containerd) -> set[str]:
-    out = containerd.ctr("content", "ls", "-q")
-    return {line.split()[0] for line in out.splitlines() if line.startswith("sha256:")}
-
-
-def image_target(containerd, ref: str) -> tuple[str, str]:
-    for line in containerd.ctr("images", "ls").splitlines()[1:]:
-        cols = line.split()
-        if cols and cols[0] == ref:
-            return cols[1], cols[2]
-    raise AssertionError(f"{ref} not in ctr images ls")
 
 
 # --- push and pull with credentials ---------------------------------------------------------------
@@ -222,9 +211,9 @@ def test_containerd_pull_all_platforms_with_pull_robot(reg, containerd):
     base = reg.images["base"]
     ref = server.ref("acme/base", "v1")
     containerd.ctr("images", "pull", "--plain-http", "--all-platforms", ref, creds=node)
-    assert image_target(containerd, ref) == (OCI_INDEX, base.digest)
+    assert containerd.image_target(ref) == (OCI_INDEX, base.digest)
     expected = {base.digest} | {m.digest for m in base.digests.manifests.values()} | base.digests.blobs()
-    assert expected <= content_digests(containerd)
+    assert expected <= containerd.digests()
     for d in (base.digest, base.manifest("linux/arm/v7").digest, base.manifest("linux/arm64").layers[0]):
         assert sha256(containerd.content(d)) == d
     containerd.ctr("images", "rm", ref)
@@ -236,8 +225,8 @@ def test_containerd_pull_all_platforms_with_pull_robot(reg, containerd):
     arm = base.manifest("linux/arm/v7")
     containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm/v7", ref,
                    creds=Creds(entry["username"], entry["password"]))
-    assert image_target(containerd, ref) == (OCI_INDEX, base.digest)
-    assert {arm.digest, arm.config, *arm.layers} <= content_digests(containerd)
+    assert containerd.image_target(ref) == (OCI_INDEX, base.digest)
+    assert {arm.digest, arm.config, *arm.layers} <= containerd.digests()
     containerd.ctr("images", "rm", ref)
 
     # the same pull without credentials is refused

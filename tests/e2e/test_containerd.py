@@ -11,19 +11,6 @@ pytestmark = pytest.mark.e2e
 MEDIA = ["oci", "docker"]
 
 
-def content_digests(containerd) -> set[str]:
-    """Digests in containerd's content store (namespace-isolated)."""
-    out = containerd.ctr("content", "ls", "-q")
-    return {line.split()[0] for line in out.splitlines() if line.startswith("sha256:")}
-
-
-def image_target(containerd, ref: str) -> tuple[str, str]:
-    """(media type, digest) containerd recorded for an image."""
-    for line in containerd.ctr("images", "ls").splitlines()[1:]:
-        cols = line.split()
-        if cols and cols[0] == ref:
-            return cols[1], cols[2]
-    raise AssertionError(f"{ref} not in ctr images ls")
 
 
 @pytest.mark.parametrize("media", MEDIA)
@@ -33,11 +20,11 @@ def test_pull_all_platforms_then_push(skopeo, containerd, berth, workdir, repo, 
     ref = berth.ref(repo, "v1")
 
     containerd.ctr("images", "pull", "--plain-http", "--all-platforms", ref)
-    media_type, digest = image_target(containerd, ref)
+    media_type, digest = containerd.image_target(ref)
     assert (media_type, digest) == (img.digests.media_type, img.digest)
     # every manifest, config and layer landed in the content store, byte-identical
     expected = {img.digest} | {m.digest for m in img.digests.manifests.values()} | img.digests.blobs()
-    assert expected <= content_digests(containerd)
+    assert expected <= containerd.digests()
     for d in (img.digest, img.manifest("linux/arm/v7").digest, img.manifest("linux/arm64").layers[0]):
         data = containerd.content(d)
         assert sha256(data) == d
@@ -59,8 +46,8 @@ def test_pull_one_platform(skopeo, containerd, berth, workdir, repo, media):
     ref = berth.ref(repo, "v1")
     arm = img.manifest("linux/arm/v7")
     containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm/v7", ref)
-    assert image_target(containerd, ref) == (img.digests.media_type, img.digest)
-    have = content_digests(containerd)
+    assert containerd.image_target(ref) == (img.digests.media_type, img.digest)
+    have = containerd.digests()
     assert {img.digest, arm.digest, arm.config, *arm.layers} <= have
     amd = img.manifest("linux/amd64")
     assert not ({amd.config, *amd.layers} & have)  # other platforms' blobs are not fetched
@@ -72,5 +59,5 @@ def test_pull_single_image_by_digest(skopeo, containerd, berth, workdir, repo):
     skopeo.copy(img.source, berth.docker(repo, "v1"))
     ref = berth.ref(repo, img.digest)
     containerd.ctr("images", "pull", "--plain-http", "--platform", "linux/arm64", ref)
-    assert {img.digest, *img.digests.blobs()} <= content_digests(containerd)
+    assert {img.digest, *img.digests.blobs()} <= containerd.digests()
     containerd.ctr("images", "rm", ref)
