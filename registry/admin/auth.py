@@ -6,8 +6,6 @@ failed-login limiter (429) apply exactly as on the token endpoint.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
@@ -60,8 +58,8 @@ async def authenticate(request: web.Request) -> Actor:
     svc = request.app[SERVICES]
     if svc.auth is None:  # pragma: no cover - admin routes are only added with auth enabled
         raise APIError("UNSUPPORTED", "the admin API needs auth enabled", status=404)
-    from ..auth.guard import client_address  # noqa: PLC0415
-    from ..auth.service import InvalidToken, TooManyAttempts  # noqa: PLC0415
+    from ..auth.credentials import basic_credentials, client_address, password_login  # noqa: PLC0415
+    from ..auth.service import InvalidToken  # noqa: PLC0415
 
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
@@ -69,20 +67,10 @@ async def authenticate(request: web.Request) -> Actor:
     credentials = credentials.strip()
     remote = client_address(request)
     if scheme == "basic" and credentials:
-        try:
-            username, sep, password = base64.b64decode(credentials, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise unauthorized("malformed Basic credentials") from None
-        if not sep or not username:
+        creds = basic_credentials(request)
+        if creds is None or not creds[0]:
             raise unauthorized("malformed Basic credentials")
-        try:
-            identity = await svc.auth.login(username, password, remote)
-        except TooManyAttempts as e:
-            raise APIError(
-                "TOOMANYREQUESTS",
-                "too many failed logins; retry later",
-                headers={"Retry-After": str(max(1, int(e.retry_after)))},
-            ) from None
+        identity = await password_login(svc.auth, request, *creds)
         if identity is None:
             raise unauthorized("invalid username or password")
         actor = actor_from_identity(identity, remote)

@@ -1,9 +1,6 @@
 """The /v2/ guard: which scope a request needs, and whether the caller has it."""
 from __future__ import annotations
 
-import base64
-import binascii
-
 from aiohttp import web
 
 from ..errors import APIError
@@ -49,23 +46,6 @@ def realm_url(request: web.Request, realm: str | None) -> str:
     return f"{request.scheme}://{request.host}/auth/token"
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
-
-
-def basic_credentials(request: web.Request) -> tuple[str, str] | None:
-    """(username, password) from an ``Authorization: Basic`` header, else None."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, sep, password = decoded.partition(":")
-    return (username, password) if sep else None
-
-
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -99,7 +79,8 @@ def token_guard(get_auth, auth_config):
     token; ``request[ACCESS_KEY]`` then answers further questions (cross-repository mount
     sources from the token; the catalog from the caller's identity).
     """
-    from .service import AccessList, InvalidToken, TooManyAttempts
+    from .credentials import basic_credentials, password_login
+    from .service import AccessList, InvalidToken
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -117,12 +98,7 @@ def token_guard(get_auth, auth_config):
             access = AccessList(granted)
         elif scheme == "basic":
             creds = basic_credentials(request)
-            identity = None
-            if creds is not None:
-                try:
-                    identity = await auth.login(creds[0], creds[1], client_address(request))
-                except TooManyAttempts as e:
-                    raise APIError("TOOMANYREQUESTS", str(e), headers={"Retry-After": str(e.retry_after)}) from None
+            identity = await password_login(auth, request, *creds) if creds is not None else None
             if identity is None:
                 raise challenge(request, auth_config, scope, None, "invalid username or password")
             access = await auth.identity_access(identity)

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from ..errors import APIError
 from ..services import SERVICES
-from .guard import basic_credentials, client_address
-from .service import ANONYMOUS, AuthService, Identity, InvalidToken, TooManyAttempts
+from .credentials import basic_credentials, password_login
+from .service import ANONYMOUS, AuthService, Identity, InvalidToken
 
 MAX_FORM = 64 * 1024
 
@@ -30,10 +30,7 @@ def _check_service(auth: AuthService, service: str | None) -> None:
 
 
 async def _login(auth: AuthService, request: web.Request, username: str, password: str) -> Identity:
-    try:
-        identity = await auth.login(username, password, client_address(request))
-    except TooManyAttempts as e:
-        raise APIError("TOOMANYREQUESTS", str(e), headers={"Retry-After": str(e.retry_after)}) from None
+    identity = await password_login(auth, request, username, password)
     if identity is None:
         raise APIError("UNAUTHORIZED", "invalid username or password")
     return identity
