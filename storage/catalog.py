@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from . import digest as digests
 from .db import Database
@@ -39,10 +40,22 @@ class ManifestRecord:
         return len(self.content)
 
 
+def _insert(conn: Connection, model):
+    """The dialect's INSERT (with ON CONFLICT): SQLite and PostgreSQL are the databases Berth runs on."""
+    try:
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}[conn.dialect.name]
+    except KeyError:
+        raise RuntimeError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL") from None
+    return dialect.insert(model)
+
+
 def _insert_ignore(conn: Connection, model, **values) -> int:
-    """INSERT … ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1)."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}[conn.dialect.name]
-    return conn.execute(dialect.insert(model).values(**values).on_conflict_do_nothing()).rowcount
+    """INSERT … ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1).
+
+    On PostgreSQL a concurrent transaction inserting the same key makes this wait for
+    it, then do nothing: concurrent pushes of the same blob, manifest or repository
+    never fail on a unique constraint."""
+    return conn.execute(_insert(conn, model).values(**values).on_conflict_do_nothing()).rowcount
 
 
 def _unknown_repository(name: str) -> NameUnknown:
@@ -70,8 +83,25 @@ def _existing_repo(conn: Connection, name: str) -> int:
 
 def _link(conn: Connection, name: str, digest: str, size: int) -> None:
     rid = _ensure_repo(conn, name)
-    _insert_ignore(conn, Blob, digest=digest, size=size, created_at=time.time())
+    # insert the blob row, or lock the existing one until this transaction ends (a no-op
+    # DO UPDATE): a concurrent garbage collection cannot delete it between here and the
+    # link below (on PostgreSQL that would fail the push on the foreign key; it waits
+    # instead, then finds the link and keeps the blob). SQLite serialises writers anyway.
+    stmt = _insert(conn, Blob).values(digest=digest, size=size, created_at=time.time())
+    conn.execute(stmt.on_conflict_do_update(index_elements=[Blob.digest], set_={"size": Blob.size}))
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+
+
+def _set_tag(conn: Connection, rid: int, tag: str, manifest_id: int) -> None:
+    """Point ``tag`` at the manifest, creating it or moving it, in one statement (concurrent
+    pushes of the same tag both succeed; the last to commit wins)."""
+    stmt = _insert(conn, Tag).values(repository_id=rid, name=tag, manifest_id=manifest_id, updated_at=time.time())
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[Tag.repository_id, Tag.name],
+            set_={"manifest_id": stmt.excluded.manifest_id, "updated_at": stmt.excluded.updated_at},
+        )
+    )
 
 
 class Catalog:
@@ -190,7 +220,10 @@ class Catalog:
             conn.execute(delete(Blob).where(Blob.digest == digest))
             return True
 
-        return await self.db.write(run)
+        try:
+            return await self.db.write(run)
+        except IntegrityError:  # PostgreSQL: a push linked it after the check above
+            return False
 
     async def known_blobs(self) -> set[str]:
         return await self.db.read(lambda c: set(c.execute(select(Blob.digest)).scalars().all()))
@@ -252,17 +285,7 @@ class Catalog:
                 if refs:
                     conn.execute(ManifestReference.__table__.insert(), refs)
             if tag is not None:
-                moved = conn.execute(
-                    update(Tag)
-                    .where(Tag.repository_id == rid, Tag.name == tag)
-                    .values(manifest_id=mid, updated_at=time.time())
-                ).rowcount
-                if not moved:
-                    conn.execute(
-                        Tag.__table__.insert().values(
-                            repository_id=rid, name=tag, manifest_id=mid, updated_at=time.time()
-                        )
-                    )
+                _set_tag(conn, rid, tag, mid)
 
         await self.db.write(run)
 

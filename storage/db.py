@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .models import Base
@@ -32,6 +32,7 @@ from .paths import Layout
 
 T = TypeVar("T")
 DB_THREADS = 4
+SCHEMA_LOCK = 0x6265727468  # PostgreSQL advisory lock key held while the schema is created ("berth")
 
 
 def default_url(layout: Layout) -> str:
@@ -45,6 +46,14 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _create_schema(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        # several Berth instances starting at once on one database: create_all checks, then
+        # creates; without the lock two of them would both try to create the same table
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+    Base.metadata.create_all(conn)
 
 
 class Database:
@@ -105,7 +114,7 @@ class Database:
 
     # ---- lifecycle -------------------------------------------------------------
     async def create_schema(self) -> None:
-        await self.write(lambda conn: Base.metadata.create_all(conn))
+        await self.write(_create_schema)
 
     async def dispose(self) -> None:
         if self._async_engine is not None:

@@ -20,6 +20,13 @@ def now() -> float:
     return time.time()
 
 
+def Name(length: int) -> String:  # noqa: N802 - reads as a column type
+    """A name compared and sorted by code point on every database: the distribution spec's
+    lexical order (catalog, tags/list) and ``last`` paging need it. SQLite compares bytes
+    already; PostgreSQL would use the database's locale (en_US sorts ``B`` after ``a``)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -27,7 +34,7 @@ class Base(DeclarativeBase):
 class Repository(Base):
     __tablename__ = "repositories"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(Name(255), unique=True, nullable=False)
     created_at: Mapped[float] = mapped_column(default=now)
 
 
@@ -56,7 +63,7 @@ class Manifest(Base):
     media_type: Mapped[str] = mapped_column(String(255), nullable=False)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # the bytes exactly as pushed
-    artifact_type: Mapped[str | None] = mapped_column(String(255))
+    artifact_type: Mapped[str | None] = mapped_column(Text)  # any string a manifest gives (no length limit)
     annotations: Mapped[str | None] = mapped_column(Text)  # JSON object, for referrers
     subject: Mapped[str | None] = mapped_column(String(140))  # digest of the subject, if any
     created_at: Mapped[float] = mapped_column(default=now)
@@ -78,7 +85,7 @@ class ManifestReference(Base):
 class Tag(Base):
     __tablename__ = "tags"
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(Name(128), primary_key=True)
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False)
     updated_at: Mapped[float] = mapped_column(default=now)
 
@@ -99,7 +106,7 @@ class Tenant(Base):
     """A tenant owns every repository named ``<tenant>/…``."""
     __tablename__ = "tenants"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(Name(64), unique=True, nullable=False)
     public: Mapped[bool] = mapped_column(default=False)  # anonymous pull allowed
     created_at: Mapped[float] = mapped_column(default=now)
 
@@ -107,7 +114,7 @@ class Tenant(Base):
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    username: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    username: Mapped[str] = mapped_column(Name(128), unique=True, nullable=False)
     password_hash: Mapped[str] = mapped_column(String(128), nullable=False)  # bcrypt
     is_admin: Mapped[bool] = mapped_column(default=False)
     # bumped whenever what was granted may no longer hold (password change, membership
@@ -128,8 +135,8 @@ class Robot(Base):
     __tablename__ = "robots"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
-    name: Mapped[str] = mapped_column(String(64), nullable=False)
-    username: Mapped[str] = mapped_column(String(140), unique=True, nullable=False)
+    name: Mapped[str] = mapped_column(Name(64), nullable=False)
+    username: Mapped[str] = mapped_column(Name(140), unique=True, nullable=False)
     secret_hash: Mapped[str] = mapped_column(String(128), nullable=False)  # bcrypt
     actions: Mapped[str] = mapped_column(String(64), nullable=False)  # comma-separated: pull,push,delete
     repositories: Mapped[str | None] = mapped_column(Text)  # JSON list of globs inside the tenant, or NULL = all
@@ -144,9 +151,9 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[float] = mapped_column(default=now, index=True)
-    actor: Mapped[str] = mapped_column(String(140), nullable=False)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
     action: Mapped[str] = mapped_column(String(64), nullable=False)
     tenant: Mapped[str | None] = mapped_column(String(64), index=True)
-    target: Mapped[str | None] = mapped_column(String(255))
-    remote: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(Text)
+    remote: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)  # JSON

@@ -1,22 +1,83 @@
-"""Shared fixtures: an app with auth off (API tests) and helpers to push content."""
+"""Shared fixtures: an app with auth off (API tests), the metadata database, helpers to push content.
+
+Tests that take ``database_url`` (through ``config``: tests/api, tests/auth, tests/admin,
+tests/unit/test_gc.py, …) run once per database in ``BERTH_TEST_DATABASES`` (default
+``sqlite,postgres``), ids ``[sqlite]`` / ``[postgres]``, marker ``postgres``. PostgreSQL is
+a throwaway cluster this session starts itself (tests/postgres.py); without PostgreSQL
+installed those tests skip, or fail under CI=true.
+"""
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
 
 import pytest
 
 from registry.app import create_app
 from registry.config import Config
 
+from . import postgres as pg
+
+DATABASES = pg.DATABASES
+if not set(DATABASES) <= {"sqlite", "postgres"} or not DATABASES:
+    raise pytest.UsageError(f"BERTH_TEST_DATABASES={os.environ['BERTH_TEST_DATABASES']!r}: use sqlite, postgres or both")
+DATABASE_PARAMS = [pytest.param(d, marks=pytest.mark.postgres) if d == "postgres" else d for d in DATABASES]
+
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A PostgreSQL cluster for this session (started on first use, deleted at the end)."""
+    reason = pg.missing_reason()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    cluster = pg.PostgresCluster()
+    atexit.register(cluster.stop)  # should the session end without its teardown
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+def _database(request):
+    """None (SQLite under the data directory) or the URL of a fresh PostgreSQL database (schema, no rows)."""
+    if request.param == "sqlite":
+        yield None
+        return
+    with request.getfixturevalue("postgres_cluster").database() as url:
+        yield url
+
+
+@pytest.fixture(params=DATABASE_PARAMS)
+def database_url(request) -> str | None:
+    """The metadata database of one test: None (SQLite, the default) or a postgresql+asyncpg:// URL."""
+    yield from _database(request)
+
+
+@pytest.fixture(scope="module", params=DATABASE_PARAMS)
+def module_database_url(request) -> str | None:
+    """``database_url`` for a whole module (the conformance workflows)."""
+    yield from _database(request)
+
+
+@pytest.fixture(scope="session", params=DATABASE_PARAMS)
+def session_database_url(request) -> str | None:
+    yield from _database(request)
+
+
 @pytest.fixture
-def config(tmp_path) -> Config:
-    cfg = Config(data_dir=tmp_path / "data")
+def config(tmp_path, database_url) -> Config:
+    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
     cfg.auth.enabled = False
     return cfg
 

@@ -29,8 +29,8 @@ def fast_bcrypt(monkeypatch):
 
 
 @pytest.fixture
-def config(tmp_path) -> Config:
-    cfg = Config(data_dir=tmp_path / "data")
+def config(tmp_path, database_url) -> Config:
+    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
     cfg.auth.enabled = True
     cfg.auth.admin_password = ADMIN_PASSWORD
     cfg.auth.max_failed_logins = 5

@@ -10,6 +10,9 @@ one registry and one namespace, as one full Go run does; give the files in the G
 
     OCI_SHARED_REGISTRY=1 pytest tests/conformance/test_pull.py tests/conformance/test_push.py \
         tests/conformance/test_discovery.py tests/conformance/test_management.py
+
+Either way each workflow runs once per database of ``BERTH_TEST_DATABASES`` (SQLite and a
+throwaway PostgreSQL by default, see tests/conftest.py), ids ``[sqlite]`` / ``[postgres]``.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ from .suite import LOOP_SCOPE, SHARED_REGISTRY, Registry, build_content
 
 
 @contextlib.asynccontextmanager
-async def _berth(tmp_path_factory: pytest.TempPathFactory):
-    cfg = Config(data_dir=tmp_path_factory.mktemp("conformance") / "data")
+async def _berth(tmp_path_factory: pytest.TempPathFactory, database_url: str | None):
+    cfg = Config(data_dir=tmp_path_factory.mktemp("conformance") / "data", database_url=database_url)
     cfg.auth.enabled = False
     client = TestClient(TestServer(create_app(cfg)))
     await client.start_server()
@@ -38,8 +41,8 @@ async def _berth(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def _shared_berth(tmp_path_factory):
-    async with _berth(tmp_path_factory) as client:
+async def _shared_berth(tmp_path_factory, session_database_url):
+    async with _berth(tmp_path_factory, session_database_url) as client:
         yield client, build_content()
 
 
@@ -53,6 +56,6 @@ if SHARED_REGISTRY:
 else:
 
     @pytest_asyncio.fixture(scope="module", loop_scope=LOOP_SCOPE)
-    async def reg(tmp_path_factory):
-        async with _berth(tmp_path_factory) as client:
+    async def reg(tmp_path_factory, module_database_url):
+        async with _berth(tmp_path_factory, module_database_url) as client:
             yield Registry(client, build_content())

@@ -20,10 +20,10 @@ OLD = time.time() - 10 * 24 * 3600
 
 
 @pytest.fixture
-async def env(tmp_path):
+async def env(tmp_path, database_url):
     layout = Layout(tmp_path / "data")
     layout.create()
-    database = db.Database(db.default_url(layout))
+    database = db.Database(database_url or db.default_url(layout))
     await database.create_schema()
     yield Catalog(database), BlobStore(layout), layout
     await database.dispose()

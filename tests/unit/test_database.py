@@ -1,0 +1,182 @@
+"""storage on each database (SQLite, PostgreSQL): concurrent writers, schema creation, types.
+
+Runs once per database of BERTH_TEST_DATABASES (see tests/conftest.py). On SQLite the
+writes of one process are serialised; on PostgreSQL they really run side by side, so
+these are the races two pushes of the same image hit there.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import func, select
+
+from storage import db
+from storage.blobs import BlobStore
+from storage.catalog import Catalog
+from storage.digest import of_bytes
+from storage.manifests import parse
+from storage.models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag
+from storage.paths import Layout
+from tests import postgres as pg
+
+N = 10
+
+
+@pytest.fixture
+async def env(tmp_path, database_url):
+    layout = Layout(tmp_path / "data")
+    layout.create()
+    database = db.Database(database_url or db.default_url(layout))
+    await database.create_schema()
+    yield Catalog(database), BlobStore(layout), database
+    await database.dispose()
+
+
+def image(config: str, layer: str, **extra) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": 5}],
+        **extra,
+    }).encode()
+
+
+async def count(database, model) -> int:
+    return await database.read(lambda c: c.execute(select(func.count()).select_from(model)).scalar())
+
+
+async def test_concurrent_link_of_one_blob(env):
+    catalog, _, database = env
+    d = of_bytes(b"layer")
+    await asyncio.gather(*(catalog.link_blob("a/new", d, 5) for _ in range(N)))
+    assert await catalog.blob_size("a/new", d) == 5
+    assert await catalog.repositories() == ["a/new"]
+    assert await count(database, RepositoryBlob) == 1
+
+
+async def test_concurrent_link_of_one_blob_into_many_repositories(env):
+    catalog, _, database = env
+    d = of_bytes(b"layer")
+    await asyncio.gather(*(catalog.link_blob(f"r/{i}", d, 5) for i in range(N)))
+    assert await catalog.repositories() == sorted(f"r/{i}" for i in range(N))
+    assert await count(database, Blob) == 1
+    assert await count(database, RepositoryBlob) == N
+
+
+async def test_concurrent_puts_of_one_manifest_and_tag(env):
+    catalog, _, database = env
+    cfg, layer = of_bytes(b"{}"), of_bytes(b"layer")
+    await catalog.link_blob("a/b", cfg, 2)
+    await catalog.link_blob("a/b", layer, 5)
+    body = image(cfg, layer)
+    digest = of_bytes(body)
+    await asyncio.gather(*(catalog.put_manifest("a/b", digest, parse(body, None), body, "latest") for _ in range(N)))
+    assert (await catalog.get_manifest("a/b", "latest")).digest == digest
+    assert await count(database, Manifest) == 1
+    assert await count(database, ManifestReference) == 2
+    assert await catalog.tags("a/b") == ["latest"]
+
+
+async def test_concurrent_tagging_of_stored_manifests(env):
+    """The manifests exist already: every PUT goes straight to the tag (a new one), at once."""
+    catalog, _, _ = env
+    cfg = of_bytes(b"{}")
+    await catalog.link_blob("a/b", cfg, 2)
+    bodies = []
+    for i in range(N):
+        layer = of_bytes(f"layer {i}".encode())
+        await catalog.link_blob("a/b", layer, 5)
+        body = image(cfg, layer)
+        await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, None)
+        bodies.append(body)
+    same = [catalog.put_manifest("a/b", of_bytes(bodies[0]), parse(bodies[0], None), bodies[0], "same") for _ in range(N)]
+    moving = [catalog.put_manifest("a/b", of_bytes(b), parse(b, None), b, "moving") for b in bodies]
+    await asyncio.gather(*same, *moving)
+    assert (await catalog.get_manifest("a/b", "same")).digest == of_bytes(bodies[0])
+    assert (await catalog.get_manifest("a/b", "moving")).digest in {of_bytes(b) for b in bodies}
+    assert await catalog.tags("a/b") == ["moving", "same"]
+
+
+async def test_concurrent_first_pushes_into_a_new_repository(env):
+    """Each push creates the repository (ON CONFLICT), links its blobs and tags its manifest."""
+    catalog, _, database = env
+
+    async def push(i: int) -> str:
+        cfg, layer = of_bytes(b"{}"), of_bytes(f"layer {i}".encode())
+        await catalog.link_blob("fresh/repo", cfg, 2)
+        await catalog.link_blob("fresh/repo", layer, 5)
+        body = image(cfg, layer)
+        await catalog.put_manifest("fresh/repo", of_bytes(body), parse(body, None), body, "latest")
+        await catalog.put_manifest("fresh/repo", of_bytes(body), parse(body, None), body, f"v{i}")
+        return of_bytes(body)
+
+    digests = await asyncio.gather(*(push(i) for i in range(N)))
+    assert await count(database, Repository) == 1
+    assert await count(database, Manifest) == N
+    assert await count(database, Tag) == N + 1
+    assert (await catalog.get_manifest("fresh/repo", "latest")).digest in digests  # the last commit wins
+
+
+async def test_gc_and_push_of_one_blob_race(env):
+    """forget_blob against link_blob of the same digest: neither raises, and the outcome is consistent."""
+    catalog, _, database = env
+    d = of_bytes(b"layer")
+    await catalog.link_blob("a/b", d, 5)
+    await catalog.unlink_blob("a/b", d)
+    for _ in range(5):
+        results = await asyncio.gather(catalog.forget_blob(d), catalog.link_blob("c/d", d, 5), catalog.forget_blob(d))
+        linked = await catalog.blob_size("c/d", d)
+        assert linked == 5 and d in await catalog.known_blobs(), results
+        await catalog.unlink_blob("c/d", d)
+
+
+async def test_long_values_round_trip(env):
+    """PostgreSQL enforces VARCHAR lengths; free-form strings are TEXT, names are bounded by the grammar."""
+    catalog, _, _ = env
+    cfg, layer = of_bytes(b"{}"), of_bytes(b"layer")
+    name = "/".join(["x" * 63] * 4)  # 255 characters, the longest valid name
+    tag = "t" * 128
+    await catalog.link_blob(name, cfg, 2)
+    await catalog.link_blob(name, layer, 5)
+    artifact_type = "application/vnd.example." + "a" * 400
+    body = image(cfg, layer, artifactType=artifact_type, subject={
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha512:" + "0" * 128, "size": 1},
+        annotations={"k" * 300: "v" * 5000})
+    digest = of_bytes(body, "sha512")
+    await catalog.put_manifest(name, digest, parse(body, None), body, tag)
+    got = await catalog.get_manifest(name, tag)
+    assert (got.digest, got.content) == (digest, body)  # bytes exactly as pushed
+    [ref] = await catalog.referrers(name, "sha512:" + "0" * 128)
+    assert ref["artifactType"] == artifact_type
+    assert ref["annotations"] == {"k" * 300: "v" * 5000}
+
+
+async def test_names_sort_by_code_point(env):
+    """The catalog and tag lists are in lexical (code point) order whatever the database's locale."""
+    catalog, _, _ = env
+    d = of_bytes(b"layer")
+    names = ["a/b", "a-b", "a.b", "a_b", "ab", "a0", "b"]
+    for n in names:
+        await catalog.link_blob(n, d, 5)
+    assert await catalog.repositories() == sorted(names)
+    assert await catalog.repositories(n=3, last="a.b") == sorted(names)[sorted(names).index("a.b") + 1:][:3]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif("postgres" not in pg.DATABASES, reason="BERTH_TEST_DATABASES leaves PostgreSQL out")
+async def test_schema_created_by_instances_starting_together(request):
+    """Several Berth instances starting at once on an empty PostgreSQL database."""
+    cluster = request.getfixturevalue("postgres_cluster")
+    with cluster.empty_database() as url:
+        databases = [db.Database(url) for _ in range(4)]
+        try:
+            await asyncio.gather(*(d.create_schema() for d in databases))
+            await databases[0].create_schema()  # and again: nothing to do
+            assert await Catalog(databases[0]).repositories() == []
+            assert databases[0].dialect == "postgresql"
+        finally:
+            for d in databases:
+                await d.dispose()
