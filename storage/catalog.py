@@ -12,11 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from . import digest as digests
-from .db import Database
+from .db import Database, upsert_insert
 from .errors import (
     BlobInUse,
     BlobUnknown,
@@ -40,22 +39,13 @@ class ManifestRecord:
         return len(self.content)
 
 
-def _insert(conn: Connection, model):
-    """The dialect's INSERT (with ON CONFLICT): SQLite and PostgreSQL are the databases Berth runs on."""
-    try:
-        dialect = {"sqlite": sqlite, "postgresql": postgresql}[conn.dialect.name]
-    except KeyError:
-        raise RuntimeError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL") from None
-    return dialect.insert(model)
-
-
 def _insert_ignore(conn: Connection, model, **values) -> int:
     """INSERT … ON CONFLICT DO NOTHING; the number of rows inserted (0 or 1).
 
     On PostgreSQL a concurrent transaction inserting the same key makes this wait for
     it, then do nothing: concurrent pushes of the same blob, manifest or repository
     never fail on a unique constraint."""
-    return conn.execute(_insert(conn, model).values(**values).on_conflict_do_nothing()).rowcount
+    return conn.execute(upsert_insert(conn, model).values(**values).on_conflict_do_nothing()).rowcount
 
 
 def _unknown_repository(name: str) -> NameUnknown:
@@ -87,7 +77,7 @@ def _link(conn: Connection, name: str, digest: str, size: int) -> None:
     # DO UPDATE): a concurrent garbage collection cannot delete it between here and the
     # link below (on PostgreSQL that would fail the push on the foreign key; it waits
     # instead, then finds the link and keeps the blob). SQLite serialises writers anyway.
-    stmt = _insert(conn, Blob).values(digest=digest, size=size, created_at=time.time())
+    stmt = upsert_insert(conn, Blob).values(digest=digest, size=size, created_at=time.time())
     conn.execute(stmt.on_conflict_do_update(index_elements=[Blob.digest], set_={"size": Blob.size}))
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
 
@@ -95,7 +85,7 @@ def _link(conn: Connection, name: str, digest: str, size: int) -> None:
 def _set_tag(conn: Connection, rid: int, tag: str, manifest_id: int) -> None:
     """Point ``tag`` at the manifest, creating it or moving it, in one statement (concurrent
     pushes of the same tag both succeed; the last to commit wins)."""
-    stmt = _insert(conn, Tag).values(repository_id=rid, name=tag, manifest_id=manifest_id, updated_at=time.time())
+    stmt = upsert_insert(conn, Tag).values(repository_id=rid, name=tag, manifest_id=manifest_id, updated_at=time.time())
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[Tag.repository_id, Tag.name],

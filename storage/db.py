@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .models import Base
@@ -46,6 +47,16 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def upsert_insert(conn: Connection, model):
+    """The dialect's INSERT, which has ``on_conflict_do_nothing/do_update``: SQLite and
+    PostgreSQL are the databases Berth runs on."""
+    try:
+        dialect = {"sqlite": sqlite, "postgresql": postgresql}[conn.dialect.name]
+    except KeyError:
+        raise RuntimeError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL") from None
+    return dialect.insert(model)
 
 
 def _create_schema(conn: Connection) -> None:

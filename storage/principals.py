@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import Database
+from .db import Database, upsert_insert
 from .errors import StorageError
 from .models import AuditEvent, Membership, Repository, Robot, Tenant, Upload, User
 
@@ -282,15 +282,15 @@ class Principals:
                 raise NotFound(f"tenant {tenant!r} not found")
             if uid is None:
                 raise NotFound(f"user {username!r} not found")
-            old = s.get(Membership, (tid, uid))
-            if old is None:
-                s.add(Membership(tenant_id=tid, user_id=uid, role=role))
-            else:
-                if ROLES[role] != ROLES[old.role] and not set(ROLES[old.role]) <= set(ROLES[role]):
-                    # a downgrade takes away access: tokens issued before stop working
-                    s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
-                old.role = role
-            s.flush()
+            old = s.execute(
+                select(Membership.role).where(Membership.tenant_id == tid, Membership.user_id == uid)
+            ).scalar()
+            if old is not None and not set(ROLES[old]) <= set(ROLES[role]):
+                # a downgrade takes away access: tokens issued before stop working
+                s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            # one statement, so two admins setting the same membership at once both succeed
+            stmt = upsert_insert(s.connection(), Membership).values(tenant_id=tid, user_id=uid, role=role)
+            s.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "user_id"], set_={"role": role}))
 
         await self._write(run)
 

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,13 +103,25 @@ def load_public(path: Path):
 
 
 def write_private(path: Path, key) -> None:
-    """Write a new private key with mode 0600 (never overwrite an existing file)."""
+    """Write a new private key with mode 0600; FileExistsError if ``path`` already exists.
+
+    The key is written whole to a temporary file first and then published with link(),
+    which is atomic and never replaces a file: instances starting at once on one data
+    directory either create the key or read a complete one, never half of it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class KeySet:

@@ -134,3 +134,19 @@ async def test_identity_from_token_and_allowed_actions_api(client, auth):
     anon = Identity("anonymous", "")
     assert await auth.allowed_actions(anon, "registry", "admin") == set()
     assert isinstance(auth, AuthService)
+
+
+def test_instances_starting_together_share_one_complete_key(tmp_path):
+    """Several processes generating the signing key at once on one data directory all end
+    up with the same, complete key (it is published atomically), and leave no temp files."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(6) as pool:
+        kids = pool.map(_load_kid, [str(tmp_path / "keys")] * 12)
+    assert len(set(kids)) == 1
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["signing-es256.pem"]
+
+
+def _load_kid(keys_dir: str) -> str:
+    return KeySet.load(keys_dir).signing.kid

@@ -180,3 +180,29 @@ async def test_schema_created_by_instances_starting_together(request):
         finally:
             for d in databases:
                 await d.dispose()
+
+
+async def test_concurrent_setting_of_one_membership(env, monkeypatch):
+    """Two admins (or retries) setting the same membership at once: all succeed, one row."""
+    import bcrypt
+
+    from storage.models import Membership
+    from storage.principals import Principals
+
+    real = bcrypt.gensalt
+    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real(4, prefix))
+    _, _, database = env
+    principals = Principals(database)
+    await principals.create_tenant("acme")
+    await principals.create_user("alice", "alice-password")
+    roles = ["reader", "writer"] * (N // 2)
+    await asyncio.gather(*(principals.set_membership("acme", "alice", r) for r in roles))
+    assert await count(database, Membership) == 1
+    assert (await principals.members("acme"))["alice"] in ("reader", "writer")
+    # a downgrade still takes the user's tokens away (version bump); an upgrade does not
+    await principals.set_membership("acme", "alice", "owner")
+    before = (await principals.get_user("alice")).version
+    await principals.set_membership("acme", "alice", "owner")
+    assert (await principals.get_user("alice")).version == before
+    await principals.set_membership("acme", "alice", "reader")
+    assert (await principals.get_user("alice")).version == before + 1
