@@ -1,58 +1,30 @@
 """Fixtures for the admin API tests: Berth with auth ON and a small world of principals."""
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 
-import bcrypt
 import pytest
 
-from registry.app import create_app
 from registry.config import Config
-from registry.services import SERVICES
 
-ADMIN_PASSWORD = "admin-password-for-tests"
-
-
-def basic(username: str, password: str) -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(autouse=True)
-def fast_bcrypt(monkeypatch):
-    """bcrypt at its minimum cost: the tests create many principals."""
-    real = bcrypt.gensalt
-    monkeypatch.setattr(bcrypt, "gensalt", lambda rounds=4, prefix=b"2b": real(4, prefix))
+# Berth with auth ON: the same app, bcrypt and header helpers as the auth tests
+from tests.auth.conftest import (  # noqa: F401 - fixtures are found by name
+    ADMIN_PASSWORD,
+    auth,
+    basic,
+    bearer,
+    client,
+    fast_bcrypt,
+    principals,
+)
+from tests.auth.conftest import config as auth_config
 
 
 @pytest.fixture
-def config(tmp_path, database_url) -> Config:
-    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
-    cfg.auth.enabled = True
-    cfg.auth.admin_password = ADMIN_PASSWORD
-    cfg.auth.max_failed_logins = 5
-    cfg.auth.max_admin_token_ttl = 3600
-    return cfg
-
-
-@pytest.fixture
-async def client(aiohttp_client, config):
-    return await aiohttp_client(create_app(config))
-
-
-@pytest.fixture
-def auth(client):
-    return client.app[SERVICES].auth
-
-
-@pytest.fixture
-def principals(auth):
-    return auth.principals
+def config(auth_config) -> Config:
+    auth_config.auth.max_admin_token_ttl = 3600  # the token tests check the cap
+    return auth_config
 
 
 ADMIN = basic("admin", ADMIN_PASSWORD)
