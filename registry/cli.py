@@ -14,13 +14,34 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    config = Config.load(args.config, host=args.host, port=args.port, data_dir=args.data)
+    config = Config.load(
+        args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
+    )
     if args.no_auth:
         config.auth.enabled = False
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ssl_context = None
+    if config.tls_cert or config.tls_key:
+        if not (config.tls_cert and config.tls_key):
+            print("berth: tls_cert and tls_key go together", file=sys.stderr)
+            return 2
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     app = create_app(config)
-    print(f"berth: serving on http://{config.host}:{config.port} (data in {config.data_dir.resolve()})", flush=True)
-    web.run_app(app, host=config.host, port=config.port, print=None, access_log=None)
+    scheme = "https" if ssl_context else "http"
+    print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})", flush=True)
+    access_log = logging.getLogger("berth.access") if config.access_log else None
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log=access_log,
+        access_log_format='%a "%r" %s %b %Tfs',
+    )
     return 0
 
 
@@ -229,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 5000)")
     serve.add_argument("--data", help="data directory (default ./data)")
     serve.add_argument("--config", help="YAML configuration file (see config/berth.yaml)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--no-auth", action="store_true", help="disable authentication (development only)")
     serve.set_defaults(func=_serve)
 

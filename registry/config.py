@@ -40,6 +40,9 @@ class Config:
     max_manifest_size: int = 4 * 1024 * 1024
     upload_expiry: int = 24 * 3600  # seconds an idle upload session is kept
     log_level: str = "INFO"
+    access_log: bool = False  # one line per request on the "berth.access" logger
+    tls_cert: str | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
+    tls_key: str | None = None  # PEM private key of tls_cert
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     @classmethod
@@ -82,6 +85,9 @@ _ENV = {
     "BERTH_DATA": ("data_dir", Path),
     "BERTH_DATABASE_URL": ("database_url", str),
     "BERTH_LOG_LEVEL": ("log_level", str),
+    "BERTH_ACCESS_LOG": ("access_log", lambda v: v.lower() in ("1", "true", "yes", "on")),
+    "BERTH_TLS_CERT": ("tls_cert", str),
+    "BERTH_TLS_KEY": ("tls_key", str),
 }
 _AUTH_ENV = {
     "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
