@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e clients bench gc clean
+.PHONY: run test unit e2e clients bench conformance-compare gc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ e2e: $(BIN)/.installed clients
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# the conformance port (tests/conformance) over HTTP against `berth serve` and Distribution 2.8.2
+conformance-compare: $(BIN)/.installed clients
+	$(BIN)/python bench/conformance_compare.py $(COMPARE_ARGS)
 
 gc: $(BIN)/.installed
 	$(BIN)/berth gc --data $(DATA)

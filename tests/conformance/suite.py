@@ -40,6 +40,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -74,6 +76,38 @@ AUTOMATIC_CROSSMOUNT_ENABLED = _env_bool("OCI_AUTOMATIC_CROSSMOUNT", False)
 RUN_AUTOMATIC_CROSSMOUNT_TEST = True
 #: OCI_SHARED_REGISTRY (ours, not the Go suite's) — one registry for all workflow modules.
 SHARED_REGISTRY = bool(_env_bool("OCI_SHARED_REGISTRY", False))
+#: OCI_ROOT_URL — set (e.g. http://127.0.0.1:5001): the workflows talk to that registry over
+#: real HTTP instead of an in-process Berth. Same checks, same expectations (Berth's).
+ROOT_URL = os.environ.get("OCI_ROOT_URL", "").rstrip("/")
+REMOTE = bool(ROOT_URL)
+#: OCI_USERNAME / OCI_PASSWORD — Basic auth on every request (remote mode only; reggie
+#: would also follow a Bearer challenge, which is not ported).
+USERNAME = os.environ.get("OCI_USERNAME", "")
+PASSWORD = os.environ.get("OCI_PASSWORD", "")
+#: OCI_TEST_PULL / _PUSH / _CONTENT_DISCOVERY / _CONTENT_MANAGEMENT — as in setup.go a
+#: workflow runs only when its variable parses true, and the others are skipped; unlike
+#: the Go suite, when none of the four is set all four run (the in-process default).
+WORKFLOW_ENV = {
+    "pull": "OCI_TEST_PULL",
+    "push": "OCI_TEST_PUSH",
+    "content discovery": "OCI_TEST_CONTENT_DISCOVERY",
+    "content management": "OCI_TEST_CONTENT_MANAGEMENT",
+}
+_WORKFLOW_SWITCHES = {w: _env_bool(v, None) for w, v in WORKFLOW_ENV.items()}
+
+
+def workflow_enabled(workflow: str) -> bool:
+    """setup.go SkipIfDisabled, except that no switch at all means every workflow."""
+    if all(v is None for v in _WORKFLOW_SWITCHES.values()):
+        return True
+    return bool(_WORKFLOW_SWITCHES[workflow])
+
+
+def skip_if_disabled(workflow: str):
+    """The module mark for setup.go ``SkipIfDisabled(<workflow>)``."""
+    return pytest.mark.skipif(not workflow_enabled(workflow),
+                              reason=f"{WORKFLOW_ENV[workflow]} is not true (SkipIfDisabled)")
+
 #: the event loop the tests and the registry fixture share
 LOOP_SCOPE = "session" if SHARED_REGISTRY else "module"
 
@@ -393,9 +427,11 @@ class Response:
 
 
 class Registry:
-    """The reggie client of the Go suite, over aiohttp's in-process test client."""
+    """The reggie client of the Go suite, over aiohttp's in-process test client or, in
+    remote mode, an ``aiohttp.ClientSession`` whose ``base_url`` is OCI_ROOT_URL (both
+    take a path and answer the same response objects)."""
 
-    def __init__(self, client: TestClient, content: Content) -> None:
+    def __init__(self, client: TestClient | ClientSession, content: Content) -> None:
         self.client = client
         self.content = content
         self.name = NAMESPACE

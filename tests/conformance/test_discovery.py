@@ -30,9 +30,10 @@ from .suite import (
     TEST_TAG_NAME,
     expect_2xx,
     expect_status,
+    skip_if_disabled,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope=LOOP_SCOPE)
+pytestmark = [pytest.mark.asyncio(loop_scope=LOOP_SCOPE), skip_if_disabled("content discovery")]
 
 EMPTY_JSON_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
 
@@ -79,10 +80,10 @@ async def test_setup_references(reg):
                      ("A (artifactType field)", c.refs_manifest_a_layer)):
         r = await reg.put_manifest(m.digest, m.content)
         expect_2xx(r, why=f"PUT referrer {label}")
-        assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer {label}: {r.headers}"
+        assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer {label}: {r.header('OCI-Subject')!r}"
     r = await reg.put_manifest(c.refs_index.digest, c.refs_index.content, OCI_INDEX)
     expect_2xx(r, why="PUT referrer index")
-    assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer index: {r.headers}"
+    assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer index: {r.header('OCI-Subject')!r}"
     # the subject itself
     expect_2xx(await reg.push_blob(c.configs[4].content), why="upload configs[4]")
     expect_2xx(await reg.push_blob(c.layer.content), why="upload layer")
@@ -93,12 +94,12 @@ async def test_setup_references(reg):
                      ("B (artifactType field)", c.refs_manifest_b_layer)):
         r = await reg.put_manifest(m.digest, m.content)
         expect_2xx(r, why=f"PUT referrer {label}")
-        assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer {label}: {r.headers}"
+        assert r.header("OCI-Subject") == subject, f"OCI-Subject of referrer {label}: {r.header('OCI-Subject')!r}"
     # a referrer whose subject is never pushed
     m = c.refs_manifest_c_layer
     r = await reg.put_manifest(m.digest, m.content)
     expect_2xx(r, why="PUT referrer C (subject not pushed)")
-    assert r.header("OCI-Subject") == c.manifests[3].digest, f"OCI-Subject of referrer C: {r.headers}"
+    assert r.header("OCI-Subject") == c.manifests[3].digest, f"OCI-Subject of referrer C: {r.header('OCI-Subject')!r}"
 
 
 # ---- Test content discovery endpoints (listing tags) ---------------------------------

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import pytest
 
-from .suite import LOOP_SCOPE, OCI_MANIFEST, expect_status
+from .suite import LOOP_SCOPE, OCI_MANIFEST, expect_status, skip_if_disabled
 
-pytestmark = pytest.mark.asyncio(loop_scope=LOOP_SCOPE)
+pytestmark = [pytest.mark.asyncio(loop_scope=LOOP_SCOPE), skip_if_disabled("content management")]
 
 DEFAULT_TAG_NAME = "tagtest0"
 

@@ -27,9 +27,10 @@ from .suite import (
     TEST_TAG_NAME,
     expect_2xx,
     expect_status,
+    skip_if_disabled,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope=LOOP_SCOPE)
+pytestmark = [pytest.mark.asyncio(loop_scope=LOOP_SCOPE), skip_if_disabled("pull")]
 
 ACCEPT = {"Accept": OCI_MANIFEST}
 

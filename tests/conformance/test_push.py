@@ -33,9 +33,10 @@ from .suite import (
     ChunkedBlob,
     expect_2xx,
     expect_status,
+    skip_if_disabled,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope=LOOP_SCOPE)
+pytestmark = [pytest.mark.asyncio(loop_scope=LOOP_SCOPE), skip_if_disabled("push")]
 
 
 def _uploads(reg, name: str | None = None) -> str:
