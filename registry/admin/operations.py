@@ -23,15 +23,16 @@ import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from storage.principals import ROBOT_ACTIONS, Principals, RobotRecord, TenantRecord
+from storage.principals import ROLES as ROLE_ACTIONS
 
+from ..auth.service import rfc3339 as auth_rfc3339
 from ..config import Config
 from ..errors import APIError
 
-ROLES = ("reader", "writer", "owner")
+ROLES = tuple(ROLE_ACTIONS)  # reader, writer, owner: defined once, in storage.principals
 MAX_AUDIT_LIMIT = 1000
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS subdomain (Secret name)
 _K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # DNS label
@@ -62,9 +63,7 @@ def invalid(message: str, detail: object | None = None) -> APIError:
 
 
 def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return None if ts is None else auth_rfc3339(ts)
 
 
 # ---- input checks (the same for JSON bodies and CLI arguments) ------------------------------
