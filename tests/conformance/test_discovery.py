@@ -1,9 +1,10 @@
 """Conformance workflow 3: Content Discovery (tag listing and the referrers API).
 
 Port of opencontainers/distribution-spec ``conformance/03_discovery_test.go``
-(``test03ContentDiscovery``: contexts Setup, "Test content discovery endpoints (listing
-tags)", "Test content discovery endpoints (listing references)", Teardown), with the
-data of ``conformance/setup.go`` (see suite.py). One test per ``g.Specify``, Go order.
+@ b5f09ebe541c65857e8721d51a7a3d0e2f1d8749 (``test03ContentDiscovery``: contexts Setup,
+"Test content discovery endpoints (listing tags)", "Test content discovery endpoints
+(listing references)", Teardown), with the data of ``conformance/setup.go`` (see suite.py
+for the versions ported). One test per ``g.Specify``, Go order.
 
 Optional checks, as enabled for Berth: referrers filtering. The Go suite accepts an
 unfiltered answer (with a warning) when ``OCI-Filters-Applied`` is absent; Berth filters,

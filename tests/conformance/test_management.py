@@ -1,8 +1,9 @@
 """Conformance workflow 4: Content Management (tag, manifest and blob deletion).
 
 Port of opencontainers/distribution-spec ``conformance/04_management_test.go``
-(``test04ContentManagement``: contexts Setup, Manifest delete, Blob delete, Teardown —
-the Go Teardown is empty), with the data of ``conformance/setup.go`` (see suite.py).
+@ 3c7a4ac8186fe1307bac6857bfdb48fc190ed57f (``test04ContentManagement``: contexts Setup,
+Manifest delete, Blob delete, Teardown — the Go Teardown is empty), with the data of
+``conformance/setup.go`` (see suite.py for the versions ported).
 One test per ``g.Specify``, in the Go order.
 
 The Go suite lets a registry refuse deletion (400 UNSUPPORTED / 405) and then skips the

@@ -1,8 +1,9 @@
 """Conformance workflow 1: Pull.
 
-Port of opencontainers/distribution-spec ``conformance/01_pull_test.go`` (``test01Pull``:
-contexts Setup, Pull blobs, Pull manifests, Error codes, Teardown), with the data of
-``conformance/setup.go`` (see suite.py). One test per ``g.Specify``, in the Go order.
+Port of opencontainers/distribution-spec ``conformance/01_pull_test.go``
+@ 47008ca930b575b3f1cd422414c00d3b0752a7cb (``test01Pull``: contexts Setup, Pull blobs,
+Pull manifests, Error codes, Teardown), with the data of ``conformance/setup.go`` (see
+suite.py for the versions ported). One test per ``g.Specify``, in the Go order.
 
 Not ported: "Get tag name from environment" (runs only when OCI_TAG_NAME,
 OCI_MANIFEST_DIGEST and OCI_BLOB_DIGEST point at content already in the registry; the

@@ -1,9 +1,11 @@
 """Conformance workflow 2: Push.
 
-Port of opencontainers/distribution-spec ``conformance/02_push_test.go`` (``test02Push``:
-contexts Blob Upload Streamed, Blob Upload Monolithic, Blob Upload Chunked,
-Cross-Repository Blob Mount, Manifest Upload, Teardown), with the data of
-``conformance/setup.go`` (see suite.py). One test per ``g.Specify``, in the Go order.
+Port of opencontainers/distribution-spec ``conformance/02_push_test.go``
+@ 11b8e3fba7d2d7329513d0cff53058243c334858 (``test02Push``: contexts Blob Upload Streamed,
+Blob Upload Monolithic, Blob Upload Chunked, Cross-Repository Blob Mount, Manifest Upload,
+Teardown), with the data of ``conformance/setup.go`` (see suite.py for the versions
+ported, and for the fork-only push checks that are deliberately not ported). One test
+per ``g.Specify``, in the Go order.
 
 Optional checks, as enabled for Berth:
 
