@@ -24,136 +24,25 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from servers import DISTRIBUTION, Berth, Distribution, Server  # bench/servers.py
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # the Go runner's order (00_conformance_suite_test.go): pull, push, discovery, management
 WORKFLOW_FILES = [f"tests/conformance/test_{m}.py" for m in ("pull", "push", "discovery", "management")]
 WORKFLOW_SWITCHES = ("OCI_TEST_PULL", "OCI_TEST_PUSH", "OCI_TEST_CONTENT_DISCOVERY", "OCI_TEST_CONTENT_MANAGEMENT")
-DISTRIBUTION = "/usr/bin/docker-registry"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-class Server:
-    name = ""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.log_path = workdir / f"{self.name}.log"
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def version(self) -> str:
-        return ""
-
-    def start(self, timeout: float = 30) -> None:
-        (self.workdir / "data").mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as out:
-            # own process group: stop() signals exactly this server (and anything it forked)
-            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited early ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.base + "/v2/", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not answer on {self.base}/v2/ within {timeout:.0f} s:\n"
-                                   f"{self.log_tail()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if not self.proc or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        except ProcessLookupError:
-            pass
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
-class Berth(Server):
-    name = "berth"
-
-    def command(self) -> list[str]:
-        exe = Path(sys.executable).parent / "berth"
-        if not exe.exists():
-            exe = Path(shutil.which("berth") or ROOT / ".venv" / "bin" / "berth")
-        return [str(exe), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-                "--data", str(self.workdir / "data"), "--no-auth"]
-
-    def version(self) -> str:
-        try:
-            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True, timeout=5).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "registry", "storage"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return f"git {rev}{' (+local changes)' if dirty else ''}"
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-
-class Distribution(Server):
-    name = "distribution"
-
-    def command(self) -> list[str]:
-        cfg = self.workdir / "config.yml"
-        cfg.write_text(
-            "version: 0.1\n"
-            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n"
-            "  delete:\n    enabled: true\n"
-            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
-        )
-        return [DISTRIBUTION, "serve", str(cfg)]
-
-    def version(self) -> str:
-        try:
-            out = subprocess.run([DISTRIBUTION, "--version"], capture_output=True, text=True, timeout=5).stdout
-            return out.strip().removeprefix(DISTRIBUTION).strip()  # "github.com/docker/distribution 2.8.2+ds1"
-        except (OSError, subprocess.SubprocessError):
-            return ""
 
 
 @dataclass

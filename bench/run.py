@@ -37,7 +37,6 @@ import platform
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,10 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import aiohttp
+
+from servers import DISTRIBUTION, Server  # bench/servers.py: starting and stopping the registries
+from servers import Berth as BerthServer
+from servers import Distribution as DistributionServer
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -77,12 +80,6 @@ def human(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def proc_status(pid: int) -> dict[str, int]:
@@ -215,50 +212,14 @@ class Phase:
 
 
 # ---------------------------------------------------------------------------- servers
-class Server:
-    name = "?"
+class Measured:
+    """A registry of bench/servers.py whose RSS is sampled from the moment it answers."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.sampler: RSSSampler | None = None
-        self.baseline_rss = 0
-        self.log_path = workdir / "server.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def version(self) -> str:
-        return ""
-
-    def env(self) -> dict[str, str] | None:
-        return None
+    sampler: RSSSampler | None = None
+    baseline_rss = 0
 
     async def start(self) -> None:
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=self.workdir, env=self.env())
-        deadline = time.monotonic() + 30
-        async with aiohttp.ClientSession() as s:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited early ({self.proc.returncode}):\n{self.log_tail()}")
-                try:
-                    async with s.get(self.base + "/v2/") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.name} did not answer on {self.base} within 30 s:\n{self.log_tail()}")
-                await asyncio.sleep(0.1)
+        await asyncio.to_thread(super().start)
         self.sampler = RSSSampler(self.pid)
         self.sampler.start()
         await asyncio.sleep(0.5)
@@ -267,78 +228,15 @@ class Server:
     def stop(self) -> None:
         if self.sampler:
             self.sampler.stop()
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        super().stop()
 
 
-class Berth(Server):
-    name = "berth"
-
-    src: Path | None = None  # --berth-src: another Berth tree (e.g. a before/after comparison)
-
-    def command(self) -> list[str]:
-        serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--data", str(self.workdir / "data"), "--no-auth"]
-        if self.src is not None:
-            return [sys.executable, "-m", "registry.cli", *serve]
-        exe = Path(sys.executable).parent / "berth"
-        if not exe.exists():
-            exe = Path(shutil.which("berth") or ROOT / ".venv" / "bin" / "berth")
-        return [str(exe), *serve]
-
-    def env(self) -> dict[str, str] | None:
-        if self.src is None:
-            return None
-        return {**os.environ, "PYTHONPATH": str(self.src)}
-
-    def version(self) -> str:
-        if self.src is not None:
-            return f"tree {self.src}"
-        try:
-            rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                 capture_output=True, text=True, timeout=5).stdout.strip()
-            dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "registry", "storage"],
-                                   capture_output=True, text=True, timeout=5).stdout.strip()
-            return f"git {rev}{' (+local changes)' if dirty else ''}"
-        except (OSError, subprocess.SubprocessError):
-            return ""
+class Berth(Measured, BerthServer):
+    pass
 
 
-class Distribution(Server):
-    name = "distribution"
-    binary = "/usr/bin/docker-registry"
-
-    def command(self) -> list[str]:
-        cfg = self.workdir / "config.yml"
-        cfg.write_text(
-            "version: 0.1\n"
-            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n"
-            "  delete:\n    enabled: true\n"
-            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
-            f"http:\n  addr: 127.0.0.1:{self.port}\n"
-        )
-        return [self.binary, "serve", str(cfg)]
-
-    def version(self) -> str:
-        try:
-            return subprocess.run([self.binary, "--version"], capture_output=True, text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
+class Distribution(Measured, DistributionServer):
+    pass
 
 
 # ---------------------------------------------------------------------------- data
@@ -670,8 +568,8 @@ def table(results: list[dict], args) -> str:
 async def main_async(args) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     servers = [c for c in (Berth, Distribution) if args.only in (None, c.name)]
-    if Distribution in servers and not os.access(Distribution.binary, os.X_OK):
-        log(f"{Distribution.binary} not found: `make clients` installs Debian's docker-registry")
+    if Distribution in servers and not os.access(DISTRIBUTION, os.X_OK):
+        log(f"{DISTRIBUTION} not found: `make clients` installs Debian's docker-registry")
         return 2
     tmp_root = Path(args.tmpdir or tempfile.gettempdir())
     need = 3 * args.size
