@@ -88,7 +88,7 @@ def from_storage(exc: storage_errors.StorageError) -> APIError:
     return APIError(exc.code, exc.message, exc.detail, status=status, headers=headers)
 
 
-def error_response(err: APIError, *, head: bool = False) -> web.Response:
+def error_response(err: APIError) -> web.Response:
     body = json.dumps({"errors": [{"code": err.code, "message": err.message, "detail": err.detail}]}).encode()
     return web.Response(
         status=err.status,

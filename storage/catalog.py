@@ -99,9 +99,6 @@ class Catalog:
         self.db = db
 
     # ---- repositories --------------------------------------------------------
-    async def repository_exists(self, name: str) -> bool:
-        return await self.db.read(lambda c: _repo_id(c, name) is not None)
-
     async def repositories(
         self, n: int | None = None, last: str | None = None, visible: Callable[[str], bool] | None = None
     ) -> list[str]:

@@ -37,11 +37,6 @@ def parse(value: str) -> tuple[str, str]:
     return algorithm, encoded
 
 
-def validate(value: str) -> str:
-    parse(value)
-    return value
-
-
 def new_hasher(algorithm: str = "sha256"):
     if algorithm not in _ENCODED:
         raise UnsupportedDigest(f"unsupported digest algorithm {algorithm!r}")

@@ -40,11 +40,6 @@ class UploadUnknown(StorageError):
     code = "BLOB_UPLOAD_UNKNOWN"
 
 
-class UploadInvalid(StorageError):
-    """blob upload invalid"""
-    code = "BLOB_UPLOAD_INVALID"
-
-
 class UploadOutOfOrder(StorageError):
     """chunk does not start at the current end of the upload"""
     code = "BLOB_UPLOAD_INVALID"

@@ -141,10 +141,6 @@ class Principals:
 
         return await self._read(run)
 
-    async def public_tenants(self) -> set[str]:
-        q = select(Tenant.name).where(Tenant.public.is_(True))
-        return await self._read(lambda s: set(s.execute(q).scalars().all()))
-
     async def set_tenant_public(self, name: str, public: bool) -> None:
         def run(s: Session) -> None:
             res = s.execute(update(Tenant).where(Tenant.name == name).values(public=bool(public)))

@@ -249,11 +249,6 @@ class AuthService:
         for k in [k for k, (_, ident) in self._creds.items() if gone(ident.username)]:
             del self._creds[k]
 
-    def forget_all(self) -> None:
-        self._tenants = None
-        self._records.clear()
-        self._creds.clear()
-
     # ---- logins ------------------------------------------------------------------
     def _check_rate(self, keys: list[str]) -> None:
         now = time.monotonic()

@@ -56,8 +56,3 @@ def test_of_bytes_default_is_sha256():
 def test_new_hasher_unknown():
     with pytest.raises(UnsupportedDigest):
         digests.new_hasher("md5")
-
-
-def test_validate_returns_value():
-    d = digests.of_bytes(b"a")
-    assert digests.validate(d) == d
