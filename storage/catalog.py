@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import digest as digests
@@ -52,8 +52,32 @@ def _unknown_repository(name: str) -> NameUnknown:
     return NameUnknown(f"repository {name!r} not known to registry", {"name": name})
 
 
+# The statements of the hottest paths (every pull and push asks them), built once: building
+# a SQLAlchemy statement costs more CPU than SQLite takes to run it.
+_REPO_ID = select(Repository.id).where(Repository.name == bindparam("name"))
+_BLOB_SIZE = (
+    select(Blob.size)
+    .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
+    .join(Repository, Repository.id == RepositoryBlob.repository_id)
+    .where(Repository.name == bindparam("name"), Blob.digest == bindparam("digest"))
+)
+_MANIFEST_COLUMNS = (Manifest.digest, Manifest.media_type, Manifest.content)
+_MANIFEST_BY_DIGEST = (
+    select(*_MANIFEST_COLUMNS)
+    .join(Repository, Repository.id == Manifest.repository_id)
+    .where(Repository.name == bindparam("name"), Manifest.digest == bindparam("reference"))
+)
+_MANIFEST_BY_TAG = (
+    select(*_MANIFEST_COLUMNS)
+    .join(Tag, Tag.manifest_id == Manifest.id)
+    .join(Repository, Repository.id == Tag.repository_id)
+    .where(Repository.name == bindparam("name"), Tag.name == bindparam("reference"))
+)
+_UPLOAD_REPOSITORY = select(Upload.repository).where(Upload.id == bindparam("id"))
+
+
 def _repo_id(conn: Connection, name: str) -> int | None:
-    return conn.execute(select(Repository.id).where(Repository.name == name)).scalar()
+    return conn.execute(_REPO_ID, {"name": name}).scalar()
 
 
 def _ensure_repo(conn: Connection, name: str) -> int:
@@ -127,13 +151,8 @@ class Catalog:
     # ---- blobs ---------------------------------------------------------------
     async def blob_size(self, name: str, digest: str) -> int | None:
         """Size of a blob the repository may serve, or None."""
-        q = (
-            select(Blob.size)
-            .join(RepositoryBlob, RepositoryBlob.digest == Blob.digest)
-            .join(Repository, Repository.id == RepositoryBlob.repository_id)
-            .where(Repository.name == name, Blob.digest == digest)
-        )
-        return await self.db.read(lambda c: c.execute(q).scalar())
+        params = {"name": name, "digest": digest}
+        return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
 
     async def link_blob(self, name: str, digest: str, size: int, *, finished_upload: str | None = None) -> None:
         """Record that ``name`` may serve the (stored) blob ``digest``; optionally end the
@@ -278,23 +297,10 @@ class Catalog:
 
     async def get_manifest(self, name: str, reference: str) -> ManifestRecord:
         """A manifest by tag or digest; NameUnknown / ManifestUnknown otherwise."""
-        cols = (Manifest.digest, Manifest.media_type, Manifest.content)
-        if digests.looks_like_digest(reference):
-            q = (
-                select(*cols)
-                .join(Repository, Repository.id == Manifest.repository_id)
-                .where(Repository.name == name, Manifest.digest == reference)
-            )
-        else:
-            q = (
-                select(*cols)
-                .join(Tag, Tag.manifest_id == Manifest.id)
-                .join(Repository, Repository.id == Tag.repository_id)
-                .where(Repository.name == name, Tag.name == reference)
-            )
+        q = _MANIFEST_BY_DIGEST if digests.looks_like_digest(reference) else _MANIFEST_BY_TAG
 
         def run(conn: Connection) -> ManifestRecord:
-            row = conn.execute(q).first()
+            row = conn.execute(q, {"name": name, "reference": reference}).first()
             if row is not None:
                 return ManifestRecord(row[0], row[1], row[2])
             if _repo_id(conn, name) is None:  # only on a miss: say which of the two is unknown
@@ -385,8 +391,7 @@ class Catalog:
         await self.db.write(lambda c: c.execute(stmt))
 
     async def upload_repository(self, upload_id: str) -> str | None:
-        q = select(Upload.repository).where(Upload.id == upload_id)
-        return await self.db.read(lambda c: c.execute(q).scalar())
+        return await self.db.read(lambda c: c.execute(_UPLOAD_REPOSITORY, {"id": upload_id}).scalar())
 
     async def touch_upload(self, upload_id: str) -> None:
         stmt = update(Upload).where(Upload.id == upload_id).values(updated_at=time.time())
