@@ -335,8 +335,11 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def _berth_log_on_failure(request):
-    """When a test that used a server fails, print what that server logged during the test."""
+    """When a test that used a server fails, print what that server logged during the test:
+    the shared `berth`, and a module's own auth-enabled server (its `reg` fixture's `.server`)."""
     watched = [request.getfixturevalue("berth")] if "berth" in request.fixturenames else []
+    if "reg" in request.fixturenames:
+        watched.append(request.getfixturevalue("reg").server)
     marks = {id(s): s.log_size() for s in watched}
     yield
     rep = getattr(request.node, "rep_call", None)

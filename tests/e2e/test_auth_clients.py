@@ -21,7 +21,6 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 
 import pytest
 
@@ -102,19 +101,6 @@ def reg(berth_factory, skopeo, e2e_root) -> AuthRegistry:
     r.images.update(other=other, pub=pub, base=base)
     return r
 
-
-@pytest.fixture(autouse=True)
-def _auth_log_on_failure(request):
-    """Print what the auth server logged during a failed test (the shared fixture only watches `berth`)."""
-    if "reg" not in request.fixturenames:
-        yield
-        return
-    server = request.getfixturevalue("reg").server
-    mark = server.log_size()
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stdout.write(f"\n--- berth (auth) log ({server.url}) during {request.node.name} ---\n{server.log(mark)[-20000:]}\n")
 
 
 def assert_auth_failure(fn, *args, **kwargs) -> str:

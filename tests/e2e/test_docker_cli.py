@@ -27,7 +27,6 @@ import base64
 import json
 import re
 import secrets
-import sys
 
 import pytest
 
@@ -124,18 +123,6 @@ def reg(berth_factory, skopeo, e2e_root, docker_bin) -> Registry:
     r.images["bob"] = bob_img
     return r
 
-
-@pytest.fixture(autouse=True)
-def _server_log_on_failure(request):
-    if "reg" not in request.fixturenames:
-        yield
-        return
-    server = request.getfixturevalue("reg").server
-    mark = server.log_size()
-    yield
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
-        sys.stdout.write(f"\n--- berth (auth) log ({server.url}) during {request.node.name} ---\n{server.log(mark)[-20000:]}\n")
 
 
 @pytest.fixture(scope="module")
