@@ -32,6 +32,23 @@ class AuthConfig:
 
 
 @dataclass
+class S3Config:
+    endpoint: str | None = None  # e.g. http://127.0.0.1:8333; None = AWS's regional endpoint
+    region: str = "us-east-1"
+    bucket: str | None = None
+    prefix: str = ""  # key prefix inside the bucket ("" = the bucket's root)
+    access_key: str | None = None
+    secret_key: str | None = None
+    redirect: bool = False  # blob GET answers 307 to a short-lived presigned URL
+
+
+@dataclass
+class StorageConfig:
+    driver: str = "filesystem"  # filesystem (under data_dir) | s3
+    s3: S3Config = field(default_factory=S3Config)
+
+
+@dataclass
 class Config:
     host: str = "127.0.0.1"
     port: int = 5000
@@ -43,6 +60,7 @@ class Config:
     access_log: bool = False  # one line per request on the "berth.access" logger
     tls_cert: str | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
+    storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     @classmethod
@@ -77,7 +95,7 @@ def _build(klass, data: dict[str, Any]):
     return klass(**kwargs)
 
 
-_NESTED = {("Config", "auth"): AuthConfig}
+_NESTED = {("Config", "auth"): AuthConfig, ("Config", "storage"): StorageConfig, ("StorageConfig", "s3"): S3Config}
 
 _ENV = {
     "BERTH_HOST": ("host", str),
@@ -88,6 +106,19 @@ _ENV = {
     "BERTH_ACCESS_LOG": ("access_log", lambda v: v.lower() in ("1", "true", "yes", "on")),
     "BERTH_TLS_CERT": ("tls_cert", str),
     "BERTH_TLS_KEY": ("tls_key", str),
+}
+_BOOL = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
+_STORAGE_ENV = {
+    "BERTH_STORAGE_DRIVER": ("driver", str),
+}
+_S3_ENV = {
+    "BERTH_STORAGE_S3_ENDPOINT": ("endpoint", str),
+    "BERTH_STORAGE_S3_REGION": ("region", str),
+    "BERTH_STORAGE_S3_BUCKET": ("bucket", str),
+    "BERTH_STORAGE_S3_PREFIX": ("prefix", str),
+    "BERTH_STORAGE_S3_ACCESS_KEY": ("access_key", str),
+    "BERTH_STORAGE_S3_SECRET_KEY": ("secret_key", str),
+    "BERTH_STORAGE_S3_REDIRECT": ("redirect", _BOOL),
 }
 _AUTH_ENV = {
     "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
@@ -101,6 +132,7 @@ def _apply_env(cfg: Config, env) -> None:
     for var, (attr, conv) in _ENV.items():
         if env.get(var):
             setattr(cfg, attr, conv(env[var]))
-    for var, (attr, conv) in _AUTH_ENV.items():
-        if env.get(var):
-            setattr(cfg.auth, attr, conv(env[var]))
+    for table, target in ((_AUTH_ENV, cfg.auth), (_STORAGE_ENV, cfg.storage), (_S3_ENV, cfg.storage.s3)):
+        for var, (attr, conv) in table.items():
+            if env.get(var):
+                setattr(target, attr, conv(env[var]))

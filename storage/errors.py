@@ -82,3 +82,13 @@ class ManifestInUse(StorageError):
 class Unsupported(StorageError):
     """the operation is unsupported"""
     code = "UNSUPPORTED"
+
+
+class ContentMissing(StorageError):
+    """the blob's content is missing from the content store"""
+    code = "BLOB_UNKNOWN"
+
+
+class DriverUnavailable(StorageError):
+    """the content store cannot be used (unreachable, missing bucket, wrong credentials)"""
+    code = "UNKNOWN"
