@@ -22,13 +22,13 @@ clients:
 	bash .ci/install-clients
 
 test: $(BIN)/.installed clients
-	$(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEs -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest -q -m 'not e2e' $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEs -m 'not e2e' $(PYTEST_ARGS)
 
 e2e: $(BIN)/.installed clients
-	$(BIN)/pytest -q -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEs -m e2e $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -4,7 +4,7 @@ Tests that take ``database_url`` (through ``config``: tests/api, tests/auth, tes
 tests/unit/test_gc.py, …) run once per database in ``BERTH_TEST_DATABASES`` (default
 ``sqlite,postgres``), ids ``[sqlite]`` / ``[postgres]``, marker ``postgres``. PostgreSQL is
 a throwaway cluster this session starts itself (tests/postgres.py); without PostgreSQL
-installed those tests skip, or fail under CI=true.
+installed those tests skip, or fail under CI (tests/ci.py: any CI value but false/0/no).
 """
 from __future__ import annotations
 
@@ -19,11 +19,21 @@ from registry.app import create_app
 from registry.config import Config
 
 from . import postgres as pg
+from .ci import in_ci, skip_or_fail
 
 DATABASES = pg.DATABASES
 if not set(DATABASES) <= {"sqlite", "postgres"} or not DATABASES:
     raise pytest.UsageError(f"BERTH_TEST_DATABASES={os.environ['BERTH_TEST_DATABASES']!r}: use sqlite, postgres or both")
 DATABASE_PARAMS = [pytest.param(d, marks=pytest.mark.postgres) if d == "postgres" else d for d in DATABASES]
+
+
+def pytest_report_header(config):
+    ci = os.environ.get("CI", "")
+    if in_ci():
+        mode = f"CI ({'CI=' + repr(ci)}): a missing client, PostgreSQL or program fails its test"
+    else:
+        mode = f"not CI ({'CI=' + repr(ci) if ci else 'CI unset'}): a missing client, PostgreSQL or program skips its test"
+    return [f"berth: {mode}; databases: {', '.join(DATABASES)}"]
 
 
 def sha256(data: bytes) -> str:
@@ -35,9 +45,7 @@ def postgres_cluster():
     """A PostgreSQL cluster for this session (started on first use, deleted at the end)."""
     reason = pg.missing_reason()
     if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}", pytrace=False)
-        pytest.skip(reason)
+        skip_or_fail(reason)
     cluster = pg.PostgresCluster()
     atexit.register(cluster.stop)  # should the session end without its teardown
     try:

@@ -10,7 +10,8 @@
   storage; every call takes optional ``creds=Creds(user, password)`` (``--creds``/``--src-creds``/
   ``--dest-creds``/``--user``, put before the last positional argument: ctr's parser stops at the
   first positional, so pass ctr commands one positional only when using creds).
-* Missing client binaries: with ``CI=true`` the test fails, otherwise it is skipped.
+* Missing client binaries: in CI (tests/ci.py: ``CI`` set to anything but false/0/no) the test
+  fails, otherwise it is skipped with the reason.
 
 Everything lives under temp directories whose paths are valid image-reference paths (podman
 names images taken from ``oci:``/``dir:`` paths "localhost/<path>": no capitals, and no
@@ -37,6 +38,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ci import skip_or_fail
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLIENT_TIMEOUT = 120  # seconds any single client command may take
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -46,16 +49,14 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_pr
 
 
 def require(binary: str) -> str:
-    """Path of a client binary; a missing one fails under CI=true and skips elsewhere."""
+    """Path of a client binary; a missing one fails in CI and skips elsewhere (tests/ci.py)."""
     path = shutil.which(binary)
     if path:
         return path
     how = ("the docker CLI comes with the machine image (no engine is needed)" if binary == "docker"
            else "run .ci/install-clients as root")
     reason = f"{binary} is not installed ({how})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI=true requires every real client", pytrace=False)
-    pytest.skip(reason)
+    skip_or_fail(reason)
 
 
 class CommandFailed(AssertionError):
