@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+_SPEC = re.compile(r"^[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")  # ASCII digits only (DIGIT)
+_HUGE = 1 << 63  # stands for any position beyond every blob (int() refuses > 4300 digits)
 
 
 class RangeNotSatisfiable(Exception):
@@ -26,34 +27,35 @@ class RangeNotSatisfiable(Exception):
         self.size = size
 
 
+def _pos(digits: str) -> int:
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _HUGE
+
+
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not header:
         return None
     unit, sep, ranges = header.partition("=")
     if not sep or unit.strip().lower() != "bytes":
         return None
-    specs = [s for s in ranges.split(",")]
+    specs = [s for s in ranges.split(",") if s.strip()]  # empty list elements do not count (RFC 9110 §5.6.1)
     if len(specs) != 1:
-        return None  # multi-range (or an empty element): the whole blob
+        return None  # none, or multi-range: the whole blob
     m = _SPEC.match(specs[0])
     if m is None:
         return None
     first, last = m.group(1), m.group(2)
     if first == "" and last == "":
         return None
-    if len(first) > 19 or len(last) > 19:  # beyond any blob size: still well-formed
-        if first == "" or int(first) >= size:
-            raise RangeNotSatisfiable(size)
-        return int(first), size - 1
-    if first == "":  # suffix: the last N bytes
-        n = int(last)
+    if first == "":  # suffix: the last N bytes (all of them when N exceeds the size)
+        n = _pos(last)
         if n == 0 or size == 0:
             raise RangeNotSatisfiable(size)
         return max(0, size - n), size - 1
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _pos(first)
+    if last != "" and _pos(last) < start:
         return None  # invalid range-spec: the header is ignored
     if start >= size:
         raise RangeNotSatisfiable(size)
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if last == "" else min(_pos(last), size - 1)
     return start, end

@@ -34,30 +34,159 @@ async def test_head_blob(client):
     assert await r.read() == b""
 
 
-async def test_range_request(client):
+# ---- HEAD and GET carry the same headers ---------------------------------------------------
+# Every header but the per-response ones: a client may HEAD first and GET later (or the
+# reverse) and must see one representation.
+_PER_RESPONSE = {"date", "server", "connection", "keep-alive", "transfer-encoding"}
+
+
+def _headers(r) -> dict[str, str]:
+    return {k.lower(): v for k, v in r.headers.items() if k.lower() not in _PER_RESPONSE}
+
+
+async def test_blob_head_and_get_send_the_same_headers(client):
     data = bytes(range(256)) * 4
     digest = await push_blob(client, "lib/a", data)
-    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=10-19"})
-    assert r.status == 206
-    assert await r.read() == data[10:20]
-    assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
-    assert r.headers["Content-Length"] == "10"
+    get = await client.get(f"/v2/lib/a/blobs/{digest}")
+    assert await get.read() == data
+    head = await client.head(f"/v2/lib/a/blobs/{digest}")
+    assert await head.read() == b""
+    assert get.status == head.status == 200
+    assert _headers(head) == _headers(get)
+    assert _headers(get) == {
+        "content-type": "application/octet-stream",
+        "content-length": str(len(data)),
+        "docker-content-digest": digest,
+        "etag": f'"{digest}"',
+        "accept-ranges": "bytes",
+        "cache-control": "max-age=31536000",
+        "docker-distribution-api-version": "registry/2.0",
+    }
 
 
-async def test_open_ended_range(client):
-    data = b"0123456789"
-    digest = await push_blob(client, "lib/a", data)
-    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=7-"})
-    assert r.status == 206
-    assert await r.read() == b"789"
-    assert r.headers["Content-Range"] == "bytes 7-9/10"
+@pytest.mark.parametrize("tagged", [True, False])
+async def test_manifest_head_and_get_send_the_same_headers(client, tagged):
+    manifest_digest, body, _, _ = await push_image(client, "lib/img", "v1")
+    ref = "v1" if tagged else manifest_digest
+    get = await client.get(f"/v2/lib/img/manifests/{ref}")
+    assert await get.read() == body
+    head = await client.head(f"/v2/lib/img/manifests/{ref}")
+    assert await head.read() == b""
+    assert get.status == head.status == 200
+    assert _headers(head) == _headers(get)
+    assert _headers(get) == {
+        "content-type": "application/vnd.oci.image.manifest.v1+json",
+        "content-length": str(len(body)),
+        "docker-content-digest": manifest_digest,
+        "etag": f'"{manifest_digest}"',
+        "docker-distribution-api-version": "registry/2.0",
+    }
+    # a Range on a manifest is ignored (manifests are small and served whole)
+    r = await client.get(f"/v2/lib/img/manifests/{ref}", headers={"Range": "bytes=0-9"})
+    assert r.status == 200
+    assert await r.read() == body
+    assert _headers(r) == _headers(get)
 
 
-async def test_unsatisfiable_range(client):
-    data = b"0123456789"
-    digest = await push_blob(client, "lib/a", data)
-    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=100-200"})
+# ---- Range (RFC 9110 §14) -----------------------------------------------------------------
+BLOB = bytes(range(250)) * 4  # 1,000 bytes
+assert len(BLOB) == 1000
+
+
+@pytest.mark.parametrize(
+    "header, start, end",
+    [
+        ("bytes=10-19", 10, 19),
+        ("bytes=0-0", 0, 0),
+        ("bytes=990-", 990, 999),
+        ("bytes=-10", 990, 999),  # suffix: the last 10 bytes
+        ("bytes=-5000", 0, 999),  # a suffix longer than the blob is the whole blob, still 206
+        ("bytes=900-5000", 900, 999),  # last-pos beyond the end is clipped
+        ("bytes=0-999", 0, 999),
+        ("bytes=999-999", 999, 999),
+        ("BYTES=1-2", 1, 2),  # the unit is case-insensitive
+        ("bytes=5-6,", 5, 6),  # an empty list element is not a second range
+        ("bytes=5-99999999999999999999999999", 5, 999),
+    ],
+)
+async def test_satisfiable_range_is_206(client, header, start, end):
+    digest = await push_blob(client, "lib/a", BLOB)
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": header})
+    assert r.status == 206, header
+    assert await r.read() == BLOB[start:end + 1]
+    assert r.headers["Content-Range"] == f"bytes {start}-{end}/1000"
+    assert r.headers["Content-Length"] == str(end - start + 1)
+    assert r.headers["Content-Type"] == "application/octet-stream"
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["ETag"] == f'"{digest}"'
+    assert r.headers["Accept-Ranges"] == "bytes"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "items=0-1",  # a unit Berth does not understand MUST be ignored
+        "bytes=abc",  # invalid: ignored
+        "bytes=5-2",  # last < first: invalid, ignored
+        "bytes=",
+        "bytes=-",
+        "bytes",
+        "=0-1",
+        "bytes=0-1,5-6",  # multi-range: the whole blob (no multipart/byteranges)
+        "bytes=0-1, 2000-",
+        "bytes=2000-3000,4000-",  # ignored as a whole, so not 416 either
+        "bytes=١-٢",  # Arabic-Indic digits are not DIGIT
+        "bytes=99999999999999999999999-5",
+    ],
+)
+async def test_ignored_range_is_the_whole_blob(client, header):
+    digest = await push_blob(client, "lib/a", BLOB)
+    plain = await client.get(f"/v2/lib/a/blobs/{digest}")
+    await plain.read()
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": header})
+    assert r.status == 200, header
+    assert await r.read() == BLOB
+    assert "Content-Range" not in r.headers
+    assert _headers(r) == _headers(plain)
+
+
+@pytest.mark.parametrize("header", ["bytes=2000-", "bytes=1000-", "bytes=1000-1000", "bytes=-0",
+                                    "bytes=99999999999999999999999-"])
+async def test_unsatisfiable_range_is_416_with_content_range(client, header):
+    digest = await push_blob(client, "lib/a", BLOB)
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": header})
+    assert r.status == 416, header
+    assert r.headers["Content-Range"] == "bytes */1000"
+    assert r.headers["Content-Type"] == "application/json"
+    body = await r.json()
+    assert body["errors"][0]["code"] == "SIZE_INVALID"
+    assert body["errors"][0]["detail"] == {"digest": digest, "range": header, "size": 1000}
+
+
+async def test_any_range_of_an_empty_blob_is_416(client):
+    digest = await push_blob(client, "lib/a", b"")
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=0-"})
     assert r.status == 416
+    assert r.headers["Content-Range"] == "bytes */0"
+    assert await error_code(r) == "SIZE_INVALID"
+
+
+@pytest.mark.parametrize("header", ["bytes=10-19", "bytes=2000-", "items=0-1", "bytes=0-1,5-6"])
+async def test_head_ignores_range(client, header):
+    """RFC 9110 §14.2: Range is defined for GET only; HEAD answers as for a plain GET."""
+    digest = await push_blob(client, "lib/a", BLOB)
+    plain = await client.get(f"/v2/lib/a/blobs/{digest}")
+    await plain.read()
+    r = await client.head(f"/v2/lib/a/blobs/{digest}", headers={"Range": header})
+    assert r.status == 200, header
+    assert _headers(r) == _headers(plain)
+
+
+async def test_range_of_unknown_blob_is_404(client):
+    await push_blob(client, "lib/a", b"x")
+    r = await client.get("/v2/lib/a/blobs/sha256:" + "a" * 64, headers={"Range": "bytes=0-1"})
+    assert r.status == 404
+    assert await error_code(r) == "BLOB_UNKNOWN"
 
 
 async def test_blob_not_readable_from_another_repository(client):
