@@ -106,6 +106,25 @@ def _link(conn: Connection, name: str, digest: str, size: int) -> None:
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
 
 
+# Values per statement. A manifest under the 4 MiB limit can name ~35,000 digests: one
+# statement for all of them would exceed PostgreSQL's 32,767 bind parameters (SQLite's
+# 32,766 on older builds). Every list a request controls is cut into batches of this size.
+_BATCH = 5000
+
+
+def _batches(items: list, size: int = _BATCH):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _present(conn: Connection, column, where, digests: list[str]) -> set[str]:
+    """Which of ``digests`` ``column`` holds among the rows matching ``where``."""
+    have: set[str] = set()
+    for batch in _batches(digests):
+        have.update(conn.execute(select(column).where(where, column.in_(batch))).scalars())
+    return have
+
+
 def _set_tag(conn: Connection, rid: int, tag: str, manifest_id: int) -> None:
     """Point ``tag`` at the manifest, creating it or moving it, in one statement (concurrent
     pushes of the same tag both succeed; the last to commit wins)."""
@@ -248,20 +267,10 @@ class Catalog:
             rid = _ensure_repo(conn, name)
             missing: list[str] = []
             if parsed.blobs:
-                have = set(
-                    conn.execute(
-                        select(RepositoryBlob.digest).where(
-                            RepositoryBlob.repository_id == rid, RepositoryBlob.digest.in_(parsed.blobs)
-                        )
-                    ).scalars()
-                )
+                have = _present(conn, RepositoryBlob.digest, RepositoryBlob.repository_id == rid, parsed.blobs)
                 missing += [d for d in parsed.blobs if d not in have]
             if parsed.manifests:
-                have = set(
-                    conn.execute(
-                        select(Manifest.digest).where(Manifest.repository_id == rid, Manifest.digest.in_(parsed.manifests))
-                    ).scalars()
-                )
+                have = _present(conn, Manifest.digest, Manifest.repository_id == rid, parsed.manifests)
                 missing += [d for d in parsed.manifests if d not in have]
             if missing:
                 # raising rolls the transaction back: not even the repository row stays
@@ -288,8 +297,8 @@ class Catalog:
             if created:
                 refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in parsed.blobs]
                 refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"} for d in parsed.manifests]
-                if refs:
-                    conn.execute(ManifestReference.__table__.insert(), refs)
+                for batch in _batches(refs):
+                    conn.execute(ManifestReference.__table__.insert(), batch)
             if tag is not None:
                 _set_tag(conn, rid, tag, mid)
 

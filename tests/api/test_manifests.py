@@ -393,3 +393,92 @@ async def test_foreign_layers_need_not_be_pushed(client):
     body = json.dumps(doc).encode()
     r = await put(client, "win", body, DOCKER_MANIFEST)
     assert r.status == 201, await r.text()
+
+
+# ---- a manifest with more references than one SQL statement may bind (issue 9, item 3) -------
+# PostgreSQL binds at most 32,767 parameters per statement, SQLite 32,766: a manifest under the
+# 4 MiB limit can name ~33,000 blobs. Both databases must answer the same, documented way.
+MANY = 33_000
+
+
+def _many_digests(n: int, seed: str = "") -> list[str]:
+    return [sha256(f"{seed}{i}".encode()) for i in range(n)]
+
+
+async def _link_directly(client, name: str, digests: list[str]) -> None:
+    """Link ``digests`` to ``name`` as pushes would (rows only: a manifest PUT reads no blob bytes)."""
+    import time
+
+    from sqlalchemy import insert, select
+
+    from registry.services import SERVICES
+    from storage.models import Blob, Repository, RepositoryBlob
+
+    await push_blob(client, name, b"creates the repository")
+
+    def run(conn):
+        rid = conn.execute(select(Repository.id).where(Repository.name == name)).scalar_one()
+        now = time.time()
+        conn.execute(insert(Blob), [{"digest": d, "size": 1, "created_at": now} for d in digests])
+        conn.execute(insert(RepositoryBlob), [{"repository_id": rid, "digest": d, "created_at": now} for d in digests])
+
+    await client.app[SERVICES].db.write(run)
+
+
+def _huge_manifest(layers: list[str]) -> bytes:
+    cfg = layers[0]
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg, "size": 1},
+        # a short (valid) media type keeps 33,000 descriptors under the 4 MiB limit
+        "layers": [{"mediaType": "x/y", "digest": d, "size": 1} for d in layers[1:]],
+    }
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    assert 3_500_000 < len(body) < 4 * 1024 * 1024, len(body)
+    return body
+
+
+async def test_manifest_with_33000_references(client):
+    digests = _many_digests(MANY)
+    await _link_directly(client, NAME, digests)
+    body = _huge_manifest(digests)
+    r = await put(client, "huge", body, OCI_MANIFEST)
+    assert r.status == 201, await r.text()
+    assert r.headers["Docker-Content-Digest"] == sha256(body)
+    r = await client.get(f"/v2/{NAME}/manifests/huge")
+    assert r.status == 200
+    assert await r.read() == body
+    assert r.headers["Docker-Content-Digest"] == sha256(body)
+    # every reference was recorded: each blob is now protected from deletion
+    for d in (digests[0], digests[16_000], digests[-1]):
+        r = await client.delete(f"/v2/{NAME}/blobs/{d}")
+        assert r.status == 405, d
+        assert await error_code(r) == "UNSUPPORTED"
+    # and deleting the manifest releases them all
+    assert (await client.delete(f"/v2/{NAME}/manifests/{sha256(body)}")).status == 202
+    assert (await client.delete(f"/v2/{NAME}/blobs/{digests[-1]}")).status == 202
+
+
+async def test_manifest_with_33000_references_some_missing(client):
+    digests = _many_digests(MANY)
+    missing = [digests[1], digests[20_000], digests[32_767], digests[-1]]
+    await _link_directly(client, NAME, [d for d in digests if d not in missing])
+    body = _huge_manifest(digests)
+    r = await put(client, "huge", body, OCI_MANIFEST)
+    assert r.status == 400, await r.text()
+    err = (await r.json())["errors"][0]
+    assert err["code"] == "MANIFEST_BLOB_UNKNOWN"
+    assert err["detail"] == {"missing": missing}
+    assert (await client.get(f"/v2/{NAME}/manifests/huge")).status == 404
+
+
+async def test_manifest_with_33000_references_none_known(client):
+    digests = _many_digests(MANY, seed="absent")
+    body = _huge_manifest(digests)
+    r = await put(client, "huge", body, OCI_MANIFEST)
+    assert r.status == 400, await r.text()
+    err = (await r.json())["errors"][0]
+    assert err["code"] == "MANIFEST_BLOB_UNKNOWN"
+    assert err["detail"] == {"missing": digests}
+    assert await tags_of(client) == []

@@ -206,3 +206,52 @@ async def test_concurrent_setting_of_one_membership(env, monkeypatch):
     assert (await principals.get_user("alice")).version == before
     await principals.set_membership("acme", "alice", "reader")
     assert (await principals.get_user("alice")).version == before + 1
+
+
+# ---- more digests than one statement may bind (issue 9, item 3) ---------------------------------
+# PostgreSQL binds at most 32,767 parameters per statement: put_manifest cuts its lists into
+# batches. tests/api/test_manifests.py does this through HTTP with a 33,000-layer image; an index
+# with that many children would exceed the 4 MiB manifest limit, so its path is held here.
+MANY = 40_000
+
+
+def _index(children: list[str]) -> bytes:
+    return json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": d, "size": 1}
+                      for d in children],
+    }).encode()
+
+
+async def test_index_with_40000_children(env):
+    catalog, _, database = env
+    children = [of_bytes(f"child {i}".encode()) for i in range(MANY)]
+    await catalog.link_blob("a/big", of_bytes(b"x"), 1)  # the repository
+
+    def insert_children(conn):
+        rid = conn.execute(select(Repository.id).where(Repository.name == "a/big")).scalar_one()
+        conn.execute(Manifest.__table__.insert(), [
+            {"repository_id": rid, "digest": d, "media_type": "application/vnd.oci.image.manifest.v1+json",
+             "size": 1, "content": b"{}", "created_at": 0.0} for d in children])
+
+    await database.write(insert_children)
+    body = _index(children)
+    parsed = parse(body, None)
+    assert len(parsed.manifests) == MANY
+    await catalog.put_manifest("a/big", of_bytes(body), parsed, body, "all")
+    assert (await catalog.get_manifest("a/big", "all")).content == body
+    assert await count(database, ManifestReference) == MANY
+
+
+async def test_index_with_40000_children_missing(env):
+    catalog, _, database = env
+    from storage.errors import ManifestBlobUnknown
+
+    children = [of_bytes(f"absent {i}".encode()) for i in range(MANY)]
+    body = _index(children)
+    with pytest.raises(ManifestBlobUnknown) as e:
+        await catalog.put_manifest("a/big", of_bytes(body), parse(body, None), body, "all")
+    assert e.value.detail == {"missing": children}
+    assert await count(database, Manifest) == 0
+    assert await count(database, Repository) == 0
