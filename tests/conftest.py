@@ -130,6 +130,16 @@ async def push_image(client, name: str, tag: str | None = "latest", layers: int 
     return digest, body, config_digest, layer_digests
 
 
+# headers that belong to one response, not to the representation
+_PER_RESPONSE = frozenset({"date", "server", "connection", "keep-alive", "transfer-encoding"})
+
+
+def representation_headers(r) -> dict[str, str]:
+    """Every header of a response but the per-response ones (Date, Server, …), keys lower-case:
+    what GET and HEAD of one resource must agree on."""
+    return {k.lower(): v for k, v in r.headers.items() if k.lower() not in _PER_RESPONSE}
+
+
 async def error_code(r) -> str:
     """The first OCI error code of an error response (asserts the distribution-spec body shape)."""
     body = await r.json(content_type=None)

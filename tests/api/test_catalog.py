@@ -63,7 +63,7 @@ async def test_link_with_slash_in_name_round_trips(client, repos):
     r = await client.get("/v2/_catalog?n=3")
     assert (await r.json())["repositories"] == ["a", "a-b", "a/b"]
     link = r.headers["Link"]
-    assert link in ('</v2/_catalog?n=3&last=a/b>; rel="next"', '</v2/_catalog?n=3&last=a%2Fb>; rel="next"')
+    assert link == '</v2/_catalog?n=3&last=a%2Fb>; rel="next"'
     r = await client.get(link[1 : link.index(">")])
     assert (await r.json())["repositories"] == ["b", "b/one", "c"]
     assert "Link" not in r.headers
