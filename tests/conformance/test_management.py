@@ -3,7 +3,8 @@
 Port of opencontainers/distribution-spec ``conformance/04_management_test.go``
 @ 3c7a4ac8186fe1307bac6857bfdb48fc190ed57f (``test04ContentManagement``: contexts Setup,
 Manifest delete, Blob delete, Teardown — the Go Teardown is empty), with the data of
-``conformance/setup.go`` (see suite.py for the versions ported).
+``conformance/setup.go`` (see suite.py for the versions ported), plus the current suite's
+exact ``numTags-1`` count after the tag delete (suite.py, "Refreshed").
 One test per ``g.Specify``, in the Go order.
 
 The Go suite lets a registry refuse deletion (400 UNSUPPORTED / 405) and then skips the
@@ -88,9 +89,18 @@ async def test_get_deleted_manifest_404(reg):
 
 
 async def test_tags_list_reflects_deletion(reg):
-    """Manifest delete / GET request to tags list should reflect manifest deletion."""
-    count = await _tag_count(reg)
-    assert count < reg.state["num_tags"], f"{count} tags after the delete, {reg.state['num_tags']} before"
+    """Manifest delete / GET request to tags list should reflect manifest deletion.
+
+    Current suite: exactly numTags-1 tags (the one tag deleted and nothing else), or a 404
+    when that leaves none; b5f09ebe only asked for fewer than before."""
+    expect_tags = reg.state["num_tags"] - 1
+    r = await reg.request("GET", f"/v2/{reg.name}/tags/list")
+    expect_status(r, 200, 404)
+    if r.status == 200:
+        tags = r.json()["tags"] or []
+        assert len(tags) == expect_tags, f"{len(tags)} tags after one tag delete, {reg.state['num_tags']} before: {tags}"
+    else:
+        assert expect_tags == 0, f"404 for the tag list while {expect_tags} tags should remain: {r}"
 
 
 # ---- Blob delete ---------------------------------------------------------------------

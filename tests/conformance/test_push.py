@@ -4,7 +4,8 @@ Port of opencontainers/distribution-spec ``conformance/02_push_test.go``
 @ 11b8e3fba7d2d7329513d0cff53058243c334858 (``test02Push``: contexts Blob Upload Streamed,
 Blob Upload Monolithic, Blob Upload Chunked, Cross-Repository Blob Mount, Manifest Upload,
 Teardown), with the data of ``conformance/setup.go`` (see suite.py for the versions
-ported, and for the fork-only push checks that are deliberately not ported). One test
+ported, and for the fork-only push checks that are deliberately not ported), plus the
+current suite's ``Range`` check after the second chunk (suite.py, "Refreshed"). One test
 per ``g.Specify``, in the Go order.
 
 Optional checks, as enabled for Berth:
@@ -188,6 +189,8 @@ async def test_chunked_second_chunk_202(reg):
     blob = _chunked(reg)
     r = await _patch(reg, reg.state["last"].relative_location(), blob.chunk2, blob.chunk2_range)
     expect_status(r, 202)
+    # current suite: the Range after the second chunk covers the whole blob
+    assert r.header("Range") == f"0-{len(blob.blob) - 1}", f"Range after chunk 2: {r.headers}"
     assert r.location, f"no Location on {r}"
     reg.state["last"] = r
 
