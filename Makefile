@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e clients bench conformance-compare gc clean
+.PHONY: run test unit e2e process clients bench conformance-compare gc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,17 @@ clients:
 	bash .ci/install-clients
 
 test: $(BIN)/.installed clients
-	$(BIN)/pytest -q -rfEs -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEsx -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(BIN)/.installed
-	$(BIN)/pytest -q -rfEs -m 'not e2e' $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEsx -m 'not e2e and not process' $(PYTEST_ARGS)
 
 e2e: $(BIN)/.installed clients
-	$(BIN)/pytest -q -rfEs -m e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rfEsx -m e2e $(PYTEST_ARGS)
+
+# real berth processes: two servers on one data dir, SIGKILL mid-upload, berth gc (tests/process)
+process: $(BIN)/.installed
+	$(BIN)/pytest -q -rfEsx -m process $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
