@@ -34,11 +34,6 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     return _BlobFile(path, digest, rng)
 
 
-# request headers FileResponse would act on by itself; get_blob decides (Range) or ignores them
-_DECIDED_HERE = frozenset({"range", "if-range", "if-match", "if-none-match", "if-modified-since",
-                           "if-unmodified-since", "accept-encoding"})
-
-
 class _BlobFile(web.FileResponse):
     """sendfile of one blob. FileResponse sees only the range get_blob decided, and the ETag
     is the digest (the same wherever the blob is stored), not the file's mtime and size."""
@@ -50,9 +45,10 @@ class _BlobFile(web.FileResponse):
         self._range = rng
 
     async def prepare(self, request: web.BaseRequest):
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DECIDED_HERE}
-        if self._range is not None:
-            headers["Range"] = f"bytes={self._range[0]}-{self._range[1]}"
+        # FileResponse acts on Range, If-*, Accept-Encoding by itself: it sees none of the
+        # client's headers (copying them could fail on bytes that are not UTF-8), only the
+        # range decided in get_blob
+        headers = {} if self._range is None else {"Range": f"bytes={self._range[0]}-{self._range[1]}"}
         return await super().prepare(request.clone(headers=headers))
 
     # FileResponse sets these from the file's stat: the digest is the ETag, no Last-Modified

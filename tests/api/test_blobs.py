@@ -287,3 +287,21 @@ async def test_empty_blob(client):
     assert r.status == 200
     assert r.headers["Content-Length"] == "0"
     assert await r.read() == b""
+
+
+@pytest.mark.parametrize("header", [b"X-Note: \xff\xfe", b"Range: bytes=\xff-1", b"If-None-Match: \"\xc3\x28\""])
+async def test_header_bytes_that_are_not_utf8(client, header):
+    """Raw header bytes outside UTF-8 must not cost the answer (a header Berth does not use is
+    ignored, an undecodable Range is an invalid one: the whole blob)."""
+    import asyncio
+
+    digest = await push_blob(client, "lib/a", BLOB)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(f"GET /v2/lib/a/blobs/{digest} HTTP/1.1\r\nHost: x\r\n".encode() + header
+                 + b"\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    raw = await reader.read()
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), raw[:300]
+    assert body == BLOB
