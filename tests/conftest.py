@@ -27,13 +27,22 @@ if not set(DATABASES) <= {"sqlite", "postgres"} or not DATABASES:
 DATABASE_PARAMS = [pytest.param(d, marks=pytest.mark.postgres) if d == "postgres" else d for d in DATABASES]
 
 
-def pytest_report_header(config):
+def _mode_line() -> str:
     ci = os.environ.get("CI", "")
     if in_ci():
-        mode = f"CI ({'CI=' + repr(ci)}): a missing client, PostgreSQL or program fails its test"
+        mode = f"CI (CI={ci!r}): a missing client, PostgreSQL or program fails its test"
     else:
         mode = f"not CI ({'CI=' + repr(ci) if ci else 'CI unset'}): a missing client, PostgreSQL or program skips its test"
-    return [f"berth: {mode}; databases: {', '.join(DATABASES)}"]
+    return f"berth: {mode}; databases: {', '.join(DATABASES)}"
+
+
+def pytest_report_header(config):
+    return [_mode_line()]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say under the summary (also with -q, which hides the header) how missing programs were treated."""
+    terminalreporter.write_line(_mode_line())
 
 
 def sha256(data: bytes) -> str:
