@@ -438,3 +438,29 @@ async def test_cached_token_does_not_cover_a_tampered_copy(client, world):
     forged = f"{head}.{payload}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
     r = await client.get("/v2/acme/app/tags/list", headers=bearer(forged))
     assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
+
+
+# ---- the action comes from the matched route, never from the path text (issue 11, finding 6) ----
+
+
+@pytest.mark.parametrize("name", ["acme/blobs/uploads/x", "acme/x/blobs/uploads", "acme/manifests/blobs/uploads/y"])
+async def test_push_only_principal_cannot_delete_in_repositories_named_like_routes(client, world, name):
+    writer = As(client, basic(*world["carol"]))  # pull, push: never delete
+    digest, _, _, layers = await push_image(writer, name, "v1")
+    for path in (f"/v2/{name}/manifests/{digest}", f"/v2/{name}/blobs/{layers[0]}"):
+        r = await writer.delete(path)
+        assert r.status == 401, await r.text()
+        assert await error_code(r) == "UNAUTHORIZED"
+        ch = await challenge_of(r)
+        assert ch["error"] == "insufficient_scope" and ch["scope"] == f"repository:{name}:delete"
+    tok = await token_for(client, "carol", f"repository:{name}:pull,push,delete", world=world)
+    r = await client.delete(f"/v2/{name}/manifests/{digest}", headers=bearer(tok))
+    assert r.status == 401 and (await challenge_of(r))["error"] == "insufficient_scope"
+    r = await writer.get(f"/v2/{name}/tags/list")
+    assert r.status == 200 and (await r.json())["tags"] == ["v1"]
+    # cancelling an upload is part of pushing; the owner may delete
+    r = await writer.post(f"/v2/{name}/blobs/uploads/")
+    assert r.status == 202
+    assert (await writer.delete(r.headers["Location"])).status == 204
+    owner = As(client, basic(*world["alice"]))
+    assert (await owner.delete(f"/v2/{name}/manifests/{digest}")).status == 202
