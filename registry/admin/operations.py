@@ -13,11 +13,16 @@ Authorization model (docs/auth.md, "Admin API and Kubernetes onboarding"):
   Secrets, the public flag, the tenant's audit events) and nothing else. Any request
   naming another tenant is refused with 403 DENIED whether that tenant exists or not,
   so owners cannot probe for other tenants' names;
-* only admins create or delete tenants, create users and issue tokens.
+* only admins create or delete tenants, create users and issue tokens;
+* a service token (``POST /admin/tokens`` with ``registry:admin:*``) acts as an admin for
+  tenants, robots, pull Secrets and every read, but never creates or changes people or
+  credentials that outlive it: users, passwords, the admin flag, memberships and tokens
+  are refused (403 DENIED), in one place: :func:`not_for_service_tokens`.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -52,6 +57,27 @@ class Actor:
 
     def manages(self, tenant: str) -> bool:
         return self.admin or tenant in self.owns
+
+
+def not_for_service_tokens(what: str):
+    """Refuse an operation to service tokens (403 DENIED): the one list of what they may not do.
+
+    Service tokens are bearer secrets that cannot be revoked on their own, so they may not
+    create or change users, passwords, the admin flag, memberships or tokens: any of those
+    would turn a short-lived token into lasting (or admin) access.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        async def guarded(self, actor: "Actor", *args, **kwargs):
+            if actor.kind == "service":
+                raise APIError("DENIED", f"service tokens cannot {what}", {"actor": actor.name})
+            return await fn(self, actor, *args, **kwargs)
+
+        guarded.refused_to_service_tokens = True
+        return guarded
+
+    return decorate
 
 
 # the CLI acts as the local administrator: whoever can read the data directory owns the registry
@@ -90,11 +116,14 @@ def want_bool(value: Any, what: str) -> bool:
     return value
 
 
+MAX_SECONDS = 10 * 366 * 24 * 3600  # the longest expires_in accepted: about ten years
+
+
 def want_seconds(value: Any, what: str, *, optional: bool = True) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise invalid(f"{what} must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
+        raise invalid(f"{what} must be a whole number of seconds from 1 to {MAX_SECONDS}", {what: str(value)[:40]})
     return value
 
 
@@ -263,6 +292,7 @@ class AdminOps:
         return {"deleted": t.name, "repositories_deleted": repos, "members_removed": members, "robots_deleted": robots}
 
     # ---- users -------------------------------------------------------------------------------
+    @not_for_service_tokens("create users")
     async def create_user(self, actor: Actor, username: Any, password: Any, admin: Any = False) -> dict:
         self._admin_only(actor, "create users")
         username = want_str(username, "username")
@@ -283,6 +313,7 @@ class AdminOps:
             raise APIError("NAME_UNKNOWN", f"user {username!r} not found", {"username": username})
         return {"username": u.username, "admin": u.is_admin, "roles": u.roles}
 
+    @not_for_service_tokens("change passwords")
     async def set_password(self, actor: Actor, username: str, password: Any) -> dict:
         self._admin_only(actor, "change passwords")
         password = want_password(password)
@@ -291,6 +322,7 @@ class AdminOps:
         await self._audit(actor, "user.password", target=username)
         return {"username": username, "password_changed": True}
 
+    @not_for_service_tokens("delete users")
     async def delete_user(self, actor: Actor, username: str) -> dict:
         self._admin_only(actor, "delete users")
         if username == actor.name and actor.kind != "cli":
@@ -308,6 +340,7 @@ class AdminOps:
         t = await self._tenant(actor, tenant)
         return [{"username": u, "role": r} for u, r in (await self.principals.members(t.name)).items()]
 
+    @not_for_service_tokens("change memberships")
     async def set_member(self, actor: Actor, tenant: str, username: str, role: Any) -> dict:
         t = await self._tenant(actor, tenant)
         role = want_str(role, "role")
@@ -321,6 +354,7 @@ class AdminOps:
         await self._audit(actor, "member.set", tenant=t.name, target=username, detail={"role": role, "previous": before})
         return {"tenant": t.name, "username": username, "role": role}
 
+    @not_for_service_tokens("change memberships")
     async def remove_member(self, actor: Actor, tenant: str, username: str) -> dict:
         t = await self._tenant(actor, tenant)
         before = (await self.principals.members(t.name)).get(username)
@@ -409,6 +443,7 @@ class AdminOps:
         return {"secret": manifest, "robot": created}
 
     # ---- tokens ------------------------------------------------------------------------------------
+    @not_for_service_tokens("issue tokens")
     async def issue_token(self, actor: Actor, subject: Any, scope: Any, expires_in: Any = None) -> dict:
         """A signed registry token for a service (CI, a deployer…): exactly the access asked for.
 
@@ -416,8 +451,6 @@ class AdminOps:
         The TTL defaults to ``auth.token_ttl`` and is capped by ``auth.max_admin_token_ttl``.
         """
         self._admin_only(actor, "issue tokens")
-        if actor.kind == "service":
-            raise APIError("DENIED", "service tokens cannot issue tokens")
         if self.auth is None:
             raise APIError("UNSUPPORTED", "token issuing needs auth enabled", status=400)
         subject = want_str(subject, "subject")
@@ -442,7 +475,7 @@ class AdminOps:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise invalid("limit must be a positive integer")
         limit = min(limit, MAX_AUDIT_LIMIT)
-        if before is not None and (isinstance(before, bool) or not isinstance(before, int) or before <= 0):
+        if before is not None and (isinstance(before, bool) or not isinstance(before, int) or not 0 < before < 2**63):
             raise invalid("before must be a positive event id")
         if tenant:
             if not actor.manages(tenant):

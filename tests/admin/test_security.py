@@ -1,0 +1,159 @@
+"""Issue 11 (adversarial review) on the admin API: cross-site request forgery, what service tokens
+may do, hostile bodies and numbers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import ADMIN, ALICE, bearer, err
+
+pytestmark = pytest.mark.usefixtures("world")
+
+
+# ---- finding 4: cross-site request forgery ---------------------------------------------------
+
+
+async def test_text_plain_post_from_a_foreign_origin_creates_nothing(client):
+    """What a plain HTML form sends, with the browser's stored Basic credentials."""
+    body = json.dumps({"username": "mallory", "password": "mallory-password", "admin": True})
+    r = await client.post("/admin/users", data=body,
+                          headers={**ADMIN, "Content-Type": "text/plain", "Origin": "https://evil.example"})
+    await err(r, 403, "DENIED")
+    r = await client.get("/admin/users/mallory", headers=ADMIN)
+    await err(r, 404, "NAME_UNKNOWN")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None])
+async def test_a_write_body_must_be_json(client, content_type):
+    body = json.dumps({"username": "mallory", "password": "mallory-password", "admin": True}).encode()
+    headers = dict(ADMIN)
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = await client.post("/admin/users", data=body, headers=headers)
+    await err(r, 415, "UNSUPPORTED")
+    await err(await client.get("/admin/users/mallory", headers=ADMIN), 404, "NAME_UNKNOWN")
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+@pytest.mark.parametrize("method,path", [
+    ("POST", "/admin/tenants"),
+    ("PATCH", "/admin/tenants/acme"),
+    ("PUT", "/admin/tenants/acme/members/bob"),
+    ("DELETE", "/admin/tenants/acme/members/bob"),
+    ("POST", "/admin/tenants/acme/robots/ci/rotate"),
+])
+async def test_cross_site_writes_are_refused(client, method, path, headers):
+    body = {"POST": {"name": "initech"}, "PATCH": {"public": True}, "PUT": {"role": "owner"}}.get(method)
+    if path.endswith("/rotate"):
+        body = None
+    r = await client.request(method, path, json=body, headers={**(ALICE if "acme" in path else ADMIN), **headers})
+    await err(r, 403, "DENIED")
+    members = await (await client.get("/admin/tenants/acme/members", headers=ADMIN)).json()
+    assert {"username": "bob", "role": "reader"} in members["members"]
+    tenants = await (await client.get("/admin/tenants/acme", headers=ADMIN)).json()
+    assert tenants["public"] is False
+
+
+async def test_same_origin_and_non_browser_writes_work(client):
+    host = f"{client.host}:{client.port}"
+    for extra in ({}, {"Origin": f"http://{host}"}, {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}):
+        r = await client.patch("/admin/tenants/acme", json={"public": True}, headers={**ALICE, **extra})
+        assert r.status == 200, (extra, await r.text())
+    # writes without a body need no Content-Type; reads are never refused for their origin
+    r = await client.delete("/admin/tenants/acme/members/bob", headers=ALICE)
+    assert r.status == 200
+    r = await client.get("/admin/tenants", headers={**ADMIN, "Origin": "https://evil.example"})
+    assert r.status == 200
+
+
+async def test_configured_realm_origin_is_our_own(aiohttp_client, config, principals):
+    from registry.app import create_app
+
+    config.auth.realm = "https://registry.example.com/auth/token"
+    c = await aiohttp_client(create_app(config))
+    r = await c.post("/admin/tenants", json={"name": "initech"},
+                     headers={**ADMIN, "Origin": "https://registry.example.com"})
+    assert r.status == 201, await r.text()
+    r = await c.post("/admin/tenants", json={"name": "initech2"},
+                     headers={**ADMIN, "Origin": "http://registry.example.com"})  # another scheme: another origin
+    await err(r, 403, "DENIED")
+
+
+# ---- finding 5: service tokens cannot create or change principals or credentials ----------------
+
+
+async def _service_token(client) -> str:
+    r = await client.post("/admin/tokens", json={"subject": "provisioner", "scope": ["registry:admin:*"]}, headers=ADMIN)
+    assert r.status == 201
+    return (await r.json())["token"]
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/admin/users", {"username": "mallory", "password": "mallory-password", "admin": True}),
+    ("POST", "/admin/users", {"username": "mallory", "password": "mallory-password"}),
+    ("PUT", "/admin/users/admin/password", {"password": "taken-over-password"}),
+    ("DELETE", "/admin/users/bob", None),
+    ("PUT", "/admin/tenants/acme/members/bob", {"role": "owner"}),
+    ("DELETE", "/admin/tenants/acme/members/bob", None),
+    ("POST", "/admin/tokens", {"subject": "x", "scope": ["registry:admin:*"]}),
+])
+async def test_service_token_cannot_touch_people_or_credentials(client, principals, method, path, body):
+    tok = await _service_token(client)
+    r = await client.request(method, path, json=body, headers=bearer(tok))
+    await err(r, 403, "DENIED")
+    assert await principals.get_user("mallory") is None
+    assert (await principals.get_user("bob")).roles == {"acme": "reader"}
+    assert await principals.verify_user("admin", "taken-over-password") is None
+
+
+async def test_service_token_may_manage_tenants_robots_and_read(client):
+    tok = await _service_token(client)
+    assert (await client.post("/admin/tenants", json={"name": "initech"}, headers=bearer(tok))).status == 201
+    r = await client.post("/admin/tenants/initech/robots", json={"name": "ci", "actions": ["pull"]}, headers=bearer(tok))
+    assert r.status == 201
+    r = await client.post("/admin/tenants/initech/pull-secrets", json={"namespace": "shop"}, headers=bearer(tok))
+    assert r.status == 201
+    for path in ("/admin/tenants", "/admin/users", "/admin/tenants/acme/members", "/admin/audit", "/admin/whoami"):
+        assert (await client.get(path, headers=bearer(tok))).status == 200, path
+
+
+# ---- finding 9: hostile bodies and numbers are 400/413, never 500 ------------------------------
+
+
+async def test_deeply_nested_body_is_400(client):
+    for raw in (b"[" * 50000, b'{"a":' * 10000, b'{"name": ' + b"[" * 65 + b"]" * 65 + b"}"):
+        r = await client.post("/admin/tenants", data=raw, headers={**ADMIN, "Content-Type": "application/json"})
+        await err(r, 400, "INVALID_REQUEST")
+    # nesting inside strings is just text
+    r = await client.post("/admin/tenants/acme/robots", headers={**ADMIN, "Content-Type": "application/json"},
+                          data=json.dumps({"name": "ci", "actions": ["pull"], "description": "[" * 1000}))
+    assert r.status == 201
+
+
+@pytest.mark.parametrize("expires_in", ["1" + "0" * 399, "10000000000", "1" + "0" * 30, "-1", "0"])
+async def test_absurd_expires_in_is_400(client, principals, expires_in):
+    raw = '{"name": "ci", "actions": ["pull"], "expires_in": %s}' % expires_in
+    r = await client.post("/admin/tenants/acme/robots", data=raw, headers={**ADMIN, "Content-Type": "application/json"})
+    await err(r, 400, "INVALID_REQUEST")
+    raw = '{"namespace": "shop", "expires_in": %s}' % expires_in
+    r = await client.post("/admin/tenants/acme/pull-secrets", data=raw,
+                          headers={**ADMIN, "Content-Type": "application/json"})
+    await err(r, 400, "INVALID_REQUEST")
+    assert await principals.list_robots("acme") == []
+
+
+async def test_huge_audit_paging_numbers_are_400(client):
+    for q in ("before=" + "9" * 30, "limit=" + "9" * 5000, "before=" + "9" * 19):
+        await err(await client.get(f"/admin/audit?{q}", headers=ADMIN), 400, "INVALID_REQUEST")
+
+
+async def test_oversized_body_is_413(client):
+    raw = json.dumps({"name": "x", "actions": ["pull"], "description": "d" * (70 * 1024)})
+    r = await client.post("/admin/tenants/acme/robots", data=raw, headers={**ADMIN, "Content-Type": "application/json"})
+    await err(r, 413, "SIZE_INVALID")
