@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import bcrypt
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database, upsert_insert
 from .errors import StorageError
-from .models import AuditEvent, Membership, Repository, Robot, Tenant, Upload, User
+from .models import AuditEvent, LoginAttempt, Membership, Repository, Robot, Tenant, Upload, User
 
 ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
 ROBOT_ACTIONS = ("pull", "push", "delete")
@@ -424,6 +424,70 @@ class Principals:
             return None
         return robot
 
+    # ---- failed-login limits (shared by every replica) ----------------------------
+    async def reserve_login(
+        self,
+        pair: tuple[str, int],
+        caps: list[tuple[str, int]],
+        known: str,
+        window: float,
+        known_ttl: float,
+    ) -> tuple[list[str], float | None]:
+        """Count a login attempt as a failure *before* its secret is checked, in one transaction.
+
+        ``pair`` and ``caps`` are ``(key, limit)`` counters (fixed windows of ``window``
+        seconds). The caps are skipped when ``known`` (the pair's last success) is younger
+        than ``known_ttl``. Returns ``(keys counted, None)``, or ``([], retry_after)`` when a
+        counter would pass its limit: then nothing stays counted. Each increment is one
+        atomic upsert, so parallel attempts on any number of replicas each see their own
+        count and no more than ``limit`` ever get through.
+        """
+
+        def run(s: Session) -> tuple[list[str], float | None]:
+            now = time.time()
+            stale = now - window
+            last_ok = s.execute(select(LoginAttempt.window_start).where(LoginAttempt.key == known)).scalar()
+            counters = [pair] + (caps if last_ok is None or last_ok <= now - known_ttl else [])
+            conn = s.connection()
+            over: list[float] = []
+            for key, limit in counters:  # always pair, then username, then address: no lock cycles
+                expired = LoginAttempt.window_start <= stale
+                stmt = upsert_insert(conn, LoginAttempt).values(key=key, window_start=now, count=1)
+                s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
+                    "count": case((expired, 1), else_=LoginAttempt.count + 1),
+                    "window_start": case((expired, now), else_=LoginAttempt.window_start),
+                }))
+                count, start = s.execute(
+                    select(LoginAttempt.count, LoginAttempt.window_start).where(LoginAttempt.key == key)
+                ).one()
+                if count > limit:
+                    over.append(start + window - now)
+            keys = [k for k, _ in counters]
+            if over:
+                s.execute(update(LoginAttempt).where(LoginAttempt.key.in_(keys)).values(count=LoginAttempt.count - 1))
+                _prune_logins(s, now, window, known_ttl)
+                return [], max(1.0, max(over))
+            return keys, None
+
+        return await self._write(run)
+
+    async def login_succeeded(self, counted: list[str], pair: str, known: str, window: float, known_ttl: float) -> None:
+        """Give back a reserved attempt after a correct secret: the pair's failures are forgotten,
+        the global counters lose the one reserved, and the pair is remembered as known."""
+
+        def run(s: Session) -> None:
+            now = time.time()
+            others = [k for k in counted if k != pair]
+            if others:
+                s.execute(update(LoginAttempt).where(LoginAttempt.key.in_(others), LoginAttempt.count > 0)
+                          .values(count=LoginAttempt.count - 1))
+            s.execute(delete(LoginAttempt).where(LoginAttempt.key == pair))
+            stmt = upsert_insert(s.connection(), LoginAttempt).values(key=known, window_start=now, count=0)
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"window_start": now}))
+            _prune_logins(s, now, window, known_ttl)
+
+        await self._write(run)
+
     # ---- audit -----------------------------------------------------------------
     async def audit(
         self,
@@ -468,6 +532,13 @@ class Principals:
             ]
 
         return await self._read(run)
+
+
+def _prune_logins(s: Session, now: float, window: float, known_ttl: float) -> None:
+    """Delete failure counters whose window has passed and success marks older than known_ttl."""
+    s.execute(delete(LoginAttempt).where(LoginAttempt.window_start < now - window,
+                                         LoginAttempt.key.not_like("ok:%")))
+    s.execute(delete(LoginAttempt).where(LoginAttempt.window_start < now - max(window, known_ttl)))
 
 
 def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:
