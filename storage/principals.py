@@ -1,9 +1,11 @@
 """Tenants, users, memberships, robot accounts and the audit log (SQL + bcrypt).
 
 Secrets and passwords are stored only as bcrypt hashes; bcrypt runs in a worker
-thread so it never blocks the event loop. Every change that may take away access
-bumps the principal's ``version``; tokens carry the version they were issued at,
-so revocation takes effect on the next request (see registry.auth).
+thread so it never blocks the event loop. A password change, a rotation and a deletion
+bump the principal's ``version``; tokens carry the version they were issued at, so
+revocation takes effect on the next request (see registry.auth). Membership changes and
+tenant deletions do not: tokens are re-intersected with the roles of the moment on every
+use, so they take away that tenant's access only.
 
 Nothing here knows about HTTP or tokens: it returns plain records.
 """
@@ -170,8 +172,6 @@ class Principals:
                 s.execute(delete(Repository).where(Repository.name.startswith(prefix, autoescape=True)))
                 s.execute(delete(Upload).where(Upload.repository.startswith(prefix, autoescape=True)))
             members = list(s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id)).scalars().all())
-            if members:
-                s.execute(update(User).where(User.id.in_(members)).values(version=User.version + 1))
             s.execute(delete(Membership).where(Membership.tenant_id == t.id))
             s.execute(delete(Robot).where(Robot.tenant_id == t.id))
             s.execute(delete(Tenant).where(Tenant.id == t.id))
@@ -278,12 +278,8 @@ class Principals:
                 raise NotFound(f"tenant {tenant!r} not found")
             if uid is None:
                 raise NotFound(f"user {username!r} not found")
-            old = s.execute(
-                select(Membership.role).where(Membership.tenant_id == tid, Membership.user_id == uid)
-            ).scalar()
-            if old is not None and not set(ROLES[old]) <= set(ROLES[role]):
-                # a downgrade takes away access: tokens issued before stop working
-                s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            # no version bump, even on a downgrade: a token's access is re-intersected with the
+            # roles of the moment on every use (registry.auth), so only this tenant's grants change
             # one statement, so two admins setting the same membership at once both succeed
             stmt = upsert_insert(s.connection(), Membership).values(tenant_id=tid, user_id=uid, role=role)
             s.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "user_id"], set_={"role": role}))
@@ -299,7 +295,7 @@ class Principals:
             res = s.execute(delete(Membership).where(Membership.tenant_id == tid, Membership.user_id == uid))
             if res.rowcount == 0:
                 raise NotFound(f"no membership of {username!r} in {tenant!r}")
-            s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            # no version bump: the user's other tenants (and admin rights) keep their tokens
 
         await self._write(run)
 

@@ -10,7 +10,9 @@ Authorization model (docs/auth.md, "Admin API and Kubernetes onboarding"):
 
 * an admin may do everything;
 * a tenant owner may read and change their own tenants (members, robots, pull
-  Secrets, the public flag, the tenant's audit events) and nothing else. Any request
+  Secrets, the public flag, the tenant's audit events) and nothing else. Owners set roles
+  only of users already in one of their tenants; anyone else (unknown or not) is 404
+  alike, and a membership change affects that tenant's access only. Any request
   naming another tenant is refused with 403 DENIED whether that tenant exists or not,
   so owners cannot probe for other tenants' names;
 * only admins create or delete tenants, create users and issue tokens;
@@ -346,7 +348,13 @@ class AdminOps:
         role = want_str(role, "role")
         if role not in ROLES:
             raise invalid(f"role must be one of {', '.join(ROLES)}", {"role": role})
-        if await self.principals.get_user(username) is None:
+        user = await self.principals.get_user(username)
+        if not actor.admin and (user is None or not set(user.roles) & actor.owns):
+            # owners manage the people already in their tenants; an unknown user and a user of
+            # other tenants get the same answer, so usernames cannot be probed
+            raise APIError("NAME_UNKNOWN", f"{username!r} is not a member of a tenant you own; "
+                           "an administrator adds new members", {"username": username})
+        if user is None:
             raise APIError("NAME_UNKNOWN", f"user {username!r} not found", {"username": username})
         before = (await self.principals.members(t.name)).get(username)
         await self.principals.set_membership(t.name, username, role)

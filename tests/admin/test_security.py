@@ -157,3 +157,45 @@ async def test_oversized_body_is_413(client):
     raw = json.dumps({"name": "x", "actions": ["pull"], "description": "d" * (70 * 1024)})
     r = await client.post("/admin/tenants/acme/robots", data=raw, headers={**ADMIN, "Content-Type": "application/json"})
     await err(r, 413, "SIZE_INVALID")
+
+
+# ---- finding 3: an owner's membership changes reach that tenant only; no username oracle ---------
+
+
+async def test_owner_removing_a_member_does_not_revoke_their_other_tokens(client):
+    """The admin and dave (owner of globex) are also in acme; alice (owner of acme) removes them."""
+    from .conftest import DAVE, token_ok
+
+    for who in ("admin", "dave"):
+        r = await client.put(f"/admin/tenants/acme/members/{who}", json={"role": "reader"}, headers=ADMIN)
+        assert r.status == 200
+    admin_tok = await token_ok(client, ADMIN, "registry:admin:*")
+    r = await client.get("/auth/token", params={"service": "berth", "scope": "registry:admin:*",
+                                                "offline_token": "true"}, headers=DAVE)
+    dave = await r.json()
+    for who in ("admin", "dave"):
+        assert (await client.put(f"/admin/tenants/acme/members/{who}", json={"role": "writer"},
+                                 headers=ALICE)).status == 200
+        assert (await client.put(f"/admin/tenants/acme/members/{who}", json={"role": "reader"},
+                                 headers=ALICE)).status == 200  # a downgrade
+        assert (await client.delete(f"/admin/tenants/acme/members/{who}", headers=ALICE)).status == 200
+    r = await client.get("/admin/users", headers=bearer(admin_tok["token"]))
+    assert r.status == 200
+    r = await client.get("/admin/tenants/globex", headers=bearer(dave["token"]))
+    assert r.status == 200
+    r = await client.post("/auth/token", data={"grant_type": "refresh_token", "refresh_token": dave["refresh_token"],
+                                               "service": "berth", "scope": "repository:globex/app:pull"})
+    assert r.status == 200
+    # and acme is closed to dave's old token at once
+    await err(await client.get("/admin/tenants/acme", headers=bearer(dave["token"])), 403, "DENIED")
+
+
+@pytest.mark.parametrize("username", ["admin", "dave", "nosuchuser"])
+async def test_owner_gets_one_answer_for_unknown_and_other_tenants_users(client, principals, username):
+    r = await client.put(f"/admin/tenants/acme/members/{username}", json={"role": "reader"}, headers=ALICE)
+    e = await err(r, 404, "NAME_UNKNOWN")
+    assert e == {"code": "NAME_UNKNOWN", "detail": {"username": username},
+                 "message": f"{username!r} is not a member of a tenant you own; an administrator adds new members"}
+    e = await err(await client.delete(f"/admin/tenants/acme/members/{username}", headers=ALICE), 404, "NAME_UNKNOWN")
+    assert e["message"] == f"{username!r} is not a member of 'acme'"
+    assert username not in await principals.members("acme")
