@@ -172,3 +172,12 @@ class LoginAttempt(Base):
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     window_start: Mapped[float] = mapped_column(Float, nullable=False, index=True)
     count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AuditEventTenant(Base):
+    """Which incarnation of a tenant an audit event belongs to: a tenant's name is reused when it is
+    deleted and created again, its generation (``t<id>:<created_at>``) never is. Owners see only
+    the events of their tenant's current generation."""
+    __tablename__ = "audit_event_tenants"
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True)
+    tenant_generation: Mapped[str] = mapped_column(String(80), nullable=False, index=True)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from .db import Database, upsert_insert
 from .errors import StorageError
-from .models import AuditEvent, LoginAttempt, Membership, Repository, Robot, Tenant, Upload, User
+from .models import AuditEvent, AuditEventTenant, LoginAttempt, Membership, Repository, Robot, Tenant, Upload, User
 
 ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
 ROBOT_ACTIONS = ("pull", "push", "delete")
@@ -58,6 +58,18 @@ class TenantRecord:
     name: str
     public: bool
     created_at: float
+    id: int = 0
+
+    @property
+    def generation(self) -> str:
+        """This incarnation of the tenant: a tenant deleted and created again under the same name
+        (SQLite may even reuse its id) has another generation. Service tokens and audit events are
+        bound to it."""
+        return tenant_generation(self.id, self.created_at)
+
+
+def tenant_generation(tenant_id: int, created_at: float) -> str:
+    return f"t{tenant_id}:{created_at!r}"
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,7 @@ class Principals:
             t = Tenant(name=name, public=bool(public))
             s.add(t)
             s.flush()
-            return TenantRecord(t.name, t.public, t.created_at)
+            return TenantRecord(t.name, t.public, t.created_at, t.id)
 
         try:
             return await self._write(run)
@@ -132,14 +144,14 @@ class Principals:
     async def get_tenant(self, name: str) -> TenantRecord | None:
         def run(s: Session) -> TenantRecord | None:
             t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
-            return TenantRecord(t.name, t.public, t.created_at) if t else None
+            return TenantRecord(t.name, t.public, t.created_at, t.id) if t else None
 
         return await self._read(run)
 
     async def list_tenants(self) -> list[TenantRecord]:
         def run(s: Session) -> list[TenantRecord]:
             rows = s.execute(select(Tenant).order_by(Tenant.name)).scalars().all()
-            return [TenantRecord(t.name, t.public, t.created_at) for t in rows]
+            return [TenantRecord(t.name, t.public, t.created_at, t.id) for t in rows]
 
         return await self._read(run)
 
@@ -494,21 +506,40 @@ class Principals:
         target: str | None = None,
         remote: str | None = None,
         detail: dict | None = None,
+        tenant_generation: str | None = None,
     ) -> None:
-        event = AuditEvent(
-            actor=actor,
-            action=action,
-            tenant=tenant,
-            target=target,
-            remote=remote,
-            detail=json.dumps(detail) if detail else None,
-        )
-        await self._write(lambda s: s.add(event))
+        """Write one audit event. With ``tenant``, it is also bound to that tenant's generation:
+        ``tenant_generation`` when given (a tenant already deleted), else the tenant's of that name now."""
 
-    async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None) -> list[dict]:
+        def run(s: Session) -> None:
+            event = AuditEvent(
+                actor=actor,
+                action=action,
+                tenant=tenant,
+                target=target,
+                remote=remote,
+                detail=json.dumps(detail) if detail else None,
+            )
+            s.add(event)
+            s.flush()
+            generation = tenant_generation
+            if generation is None and tenant is not None:
+                row = s.execute(select(Tenant.id, Tenant.created_at).where(Tenant.name == tenant)).first()
+                generation = _generation(*row) if row else None
+            if generation is not None:
+                s.add(AuditEventTenant(event_id=event.id, tenant_generation=generation))
+
+        await self._write(run)
+
+    async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None,
+                           generation: str | None = None) -> list[dict]:
+        """Newest first; ``tenant`` filters by name (every incarnation), ``generation`` by one incarnation."""
         q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if tenant is not None:
             q = q.where(AuditEvent.tenant == tenant)
+        if generation is not None:
+            q = q.join(AuditEventTenant, AuditEventTenant.event_id == AuditEvent.id).where(
+                AuditEventTenant.tenant_generation == generation)
         if before is not None:
             q = q.where(AuditEvent.id < before)
 
@@ -528,6 +559,9 @@ class Principals:
             ]
 
         return await self._read(run)
+
+
+_generation = tenant_generation
 
 
 def _prune_logins(s: Session, now: float, window: float, known_ttl: float) -> None:

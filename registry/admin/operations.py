@@ -215,12 +215,12 @@ class AdminOps:
                 self.auth.forget(u)
 
     async def _audit(self, actor: Actor, action: str, *, tenant: str | None = None, target: str | None = None,
-                     detail: dict | None = None) -> None:
+                     detail: dict | None = None, tenant_generation: str | None = None) -> None:
         detail = dict(detail or {})
         if actor.kind in ("service", "cli"):
             detail.setdefault("via", actor.kind)
         await self.principals.audit(actor.name, action, tenant=tenant, target=target, remote=actor.remote,
-                                    detail=detail or None)
+                                    detail=detail or None, tenant_generation=tenant_generation)
 
     @staticmethod
     def _admin_only(actor: Actor, what: str) -> None:
@@ -289,7 +289,7 @@ class AdminOps:
         robots = [r.username for r in await self.principals.list_robots(t.name)]
         await self.principals.delete_tenant(t.name, purge_repositories=bool(force))
         self._forget(t.name, *members, *robots)  # a tenant name also drops its robots and the tenant list
-        await self._audit(actor, "tenant.delete", tenant=t.name, target=t.name,
+        await self._audit(actor, "tenant.delete", tenant=t.name, target=t.name, tenant_generation=t.generation,
                           detail={"repositories_deleted": repos, "members": members, "robots": robots})
         return {"deleted": t.name, "repositories_deleted": repos, "members_removed": members, "robots_deleted": robots}
 
@@ -471,13 +471,21 @@ class AdminOps:
         access = scopes_to_access(scope)
         cap = self.config.auth.max_admin_token_ttl
         ttl = min(ttl_asked or self.config.auth.token_ttl, cap)
-        identity = service_identity(subject, access)
+        identity = await self.auth.service_identity(subject, access)  # bound to the tenants as they are now
         token = self.auth.issue_token(identity, access, ttl=ttl)
         await self._audit(actor, "token.issue", target=subject,
                           detail={"access": access, "expires_in": ttl, "requested_expires_in": ttl_asked})
         return {**token, "subject": subject, "access": access}
 
     # ---- audit ---------------------------------------------------------------------------------------
+    async def _tenant_events(self, tenant: str, limit: int, before: int | None) -> list[dict]:
+        """An owner's view: the events of the tenant as it exists now, never of an earlier tenant
+        of the same name (its robots, namespaces, servers and client addresses are not theirs)."""
+        t = await self.principals.get_tenant(tenant)
+        if t is None:
+            return []
+        return await self.principals.audit_events(tenant, limit, before, generation=t.generation)
+
     async def audit_events(self, actor: Actor, tenant: str | None = None, limit: Any = 100, before: Any = None) -> list[dict]:
         """Newest first. Owners see only their tenants' events; ``before`` is an event id (paging)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
@@ -485,16 +493,18 @@ class AdminOps:
         limit = min(limit, MAX_AUDIT_LIMIT)
         if before is not None and (isinstance(before, bool) or not isinstance(before, int) or not 0 < before < 2**63):
             raise invalid("before must be a positive event id")
-        if tenant:
+        if tenant and actor.admin:
+            events = await self.principals.audit_events(tenant, limit, before)  # every incarnation of the name
+        elif tenant:
             if not actor.manages(tenant):
                 raise APIError("DENIED", f"you do not own tenant {tenant!r}", {"tenant": tenant})
-            events = await self.principals.audit_events(tenant, limit, before)
+            events = await self._tenant_events(tenant, limit, before)
         elif actor.admin:
             events = await self.principals.audit_events(None, limit, before)
         else:
             events = []
             for t in sorted(actor.owns):
-                events.extend(await self.principals.audit_events(t, limit, before))
+                events.extend(await self._tenant_events(t, limit, before))
             events.sort(key=lambda e: e["id"], reverse=True)
             events = events[:limit]
         for e in events:
@@ -521,11 +531,3 @@ def scopes_to_access(values: list[str]) -> list[dict]:
     if not access:
         raise invalid("scope must name at least one resource")
     return access
-
-
-def service_identity(subject: str, access: list[dict]):
-    """A "service" identity: registry.auth verifies its tokens by signature and expiry only
-    (no principal to revoke) and grants exactly the access list it carries."""
-    from ..auth.service import Identity  # noqa: PLC0415
-
-    return Identity(kind="service", username=subject, access=tuple(access))

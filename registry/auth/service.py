@@ -71,6 +71,9 @@ class Identity:
     robot: RobotRecord | None = None  # robots
     access: tuple | None = None  # "service" (admin-issued) tokens: the fixed access list
     uid: str = ""  # principal generation ("u<id>:<created>"), so a re-created name is a new principal
+    # "service" tokens: tenant name -> the generation it had when the token was issued; the token
+    # reaches a tenant only while it is that same tenant (not one deleted and created again)
+    tenants: Mapping[str, str] | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -88,6 +91,7 @@ ANONYMOUS = Identity("anonymous", "")
 class _Tenants:
     names: frozenset[str]
     public: frozenset[str]
+    generations: Mapping[str, str] = field(default_factory=dict)  # name -> "t<id>:<created>"
 
 
 def rfc3339(ts: float) -> str:
@@ -132,6 +136,8 @@ def allowed_for(identity: Identity, type_: str, name: str, tenants: _Tenants) ->
             ):
                 acts.update(a for a in r.actions if a in REPOSITORY_ACTIONS)
         elif kind == "service":
+            if not identity.tenants or identity.tenants.get(tenant) != tenants.generations.get(tenant):
+                return acts  # not the tenant this token was issued for (or an unbound token)
             for entry in identity.access or ():
                 if entry.get("type") == "repository" and entry.get("name") == name:
                     acts.update(a for a in entry.get("actions", ()) if a in REPOSITORY_ACTIONS)
@@ -227,7 +233,8 @@ class AuthService:
         if self._tenants and self._tenants[0] > now:
             return self._tenants[1]
         rows = await self.principals.list_tenants()
-        snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public))
+        snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public),
+                        {t.name: t.generation for t in rows})
         self._tenants = (now + PRINCIPAL_CACHE_TTL, snap)
         return snap
 
@@ -399,7 +406,23 @@ class AuthService:
                           headers={"kid": self.keys.signing.kid, "typ": "JWT"})
 
     def _berth_claim(self, identity: Identity, use: str) -> dict:
-        return {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
+        claim = {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
+        if identity.tenants is not None:
+            claim["tenants"] = dict(identity.tenants)
+        return claim
+
+    async def service_identity(self, subject: str, access: list[dict]) -> Identity:
+        """A "service" identity (admin-issued token) bound to the tenants its access names, as they
+        are now (read from the database, not the cache): a tenant deleted and created again under
+        the same name, or created only later, is never reached by it."""
+        generations = {t.name: t.generation for t in await self.principals.list_tenants()}
+        bound = {}
+        for e in access:
+            if e.get("type") == "repository":
+                tenant = e.get("name", "").partition("/")[0]
+                if tenant in generations:
+                    bound[tenant] = generations[tenant]
+        return Identity("service", subject, access=tuple(access), tenants=bound)
 
     def issue_token(self, identity: Identity, access: list[dict], ttl: int | None = None) -> dict:
         """A signed registry token: ``{"token", "access_token", "expires_in", "issued_at"}``."""
@@ -487,7 +510,10 @@ class AuthService:
             raise InvalidToken("malformed access claim")
         b = claims.get("berth")
         if isinstance(b, dict) and b.get("kind") == "service" and b.get("use") == "access":
-            ident = Identity("service", claims["sub"], access=tuple(access))
+            bound = b.get("tenants")
+            if not isinstance(bound, dict) or not all(isinstance(v, str) for v in bound.values()):
+                bound = {}  # a token without tenant bindings reaches no repository
+            ident = Identity("service", claims["sub"], access=tuple(access), tenants=bound)
         else:
             ident = await self._principal_from_claims(claims, "access")
         tenants = await self.tenants()

@@ -199,3 +199,53 @@ async def test_owner_gets_one_answer_for_unknown_and_other_tenants_users(client,
     e = await err(await client.delete(f"/admin/tenants/acme/members/{username}", headers=ALICE), 404, "NAME_UNKNOWN")
     assert e["message"] == f"{username!r} is not a member of 'acme'"
     assert username not in await principals.members("acme")
+
+
+# ---- findings 7 and 8: a tenant deleted and created again is another tenant ---------------------
+
+
+async def test_service_token_does_not_reach_a_recreated_tenant(client, auth):
+    from .conftest import push_small_image
+
+    r = await client.post("/admin/tokens", json={"subject": "deployer", "scope": ["repository:acme/app:pull,push"]},
+                          headers=ADMIN)
+    tok = (await r.json())["token"]
+    await push_small_image(client, "acme/app", bearer(tok))
+    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 200
+    assert (await client.delete("/admin/tenants/acme?force=true", headers=ADMIN)).status == 200
+    assert (await client.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN)).status == 201
+    admin = await (await client.get("/auth/token", params={"service": "berth", "scope": "repository:acme/app:pull,push"},
+                                    headers=ADMIN)).json()
+    await push_small_image(client, "acme/app", bearer(admin["token"]))
+    for r in (await client.get("/v2/acme/app/tags/list", headers=bearer(tok)),
+              await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(tok))):
+        assert r.status == 401, await r.text()
+    # a token naming a tenant that did not exist yet never reaches it either
+    r = await client.post("/admin/tokens", json={"subject": "early", "scope": ["repository:later/app:pull"]},
+                          headers=ADMIN)
+    early = (await r.json())["token"]
+    assert (await client.post("/admin/tenants", json={"name": "later"}, headers=ADMIN)).status == 201
+    assert (await client.get("/v2/later/app/tags/list", headers=bearer(early))).status == 401
+
+
+async def test_a_recreated_tenant_does_not_inherit_the_audit_log(client, principals):
+    r = await client.post("/admin/tenants/acme/pull-secrets", json={"namespace": "secret-ns", "server": "old.example"},
+                          headers={**ALICE, "X-Forwarded-For": "198.51.100.7"})
+    assert r.status == 201
+    assert (await client.delete("/admin/tenants/acme?force=true", headers=ADMIN)).status == 200
+    assert (await client.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN)).status == 201
+    await principals.create_user("erin", "erin-password")
+    assert (await client.put("/admin/tenants/acme/members/erin", json={"role": "owner"}, headers=ADMIN)).status == 200
+    from .conftest import basic
+
+    erin = basic("erin", "erin-password")
+    assert (await client.post("/admin/tenants/acme/robots", json={"name": "ci", "actions": ["pull"]},
+                              headers=erin)).status == 201
+    for query in ("", "?tenant=acme"):
+        events = (await (await client.get(f"/admin/audit{query}", headers=erin)).json())["events"]
+        assert [e["action"] for e in events] == ["robot.create", "member.set", "tenant.create"], query
+        assert "secret-ns" not in json.dumps(events) and "198.51.100.7" not in json.dumps(events)
+    # administrators still see the whole history of the name
+    events = (await (await client.get("/admin/audit?tenant=acme", headers=ADMIN)).json())["events"]
+    assert "pull-secret.create" in [e["action"] for e in events]
+    assert "tenant.delete" in [e["action"] for e in events]

@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.auth import service as service_mod
-from registry.auth.service import Identity
 from tests.conftest import error_code, push_blob, push_image
 
 from .conftest import As, basic, bearer, challenge_of, get_token
@@ -351,7 +350,7 @@ async def test_deleted_tenant_kills_its_robots(client, world, principals, auth):
 async def test_service_token_from_issue_token(client, world, auth):
     access = [{"type": "repository", "name": "acme/app", "actions": ["pull"]},
               {"type": "repository", "name": "notenant/app", "actions": ["pull", "push"]}]
-    body = auth.issue_token(Identity("service", "ci-system", access=tuple(access)), access, ttl=60)
+    body = auth.issue_token(await auth.service_identity("ci-system", access), access, ttl=60)
     assert body["expires_in"] == 60
     assert (await client.get("/v2/acme/app/tags/list", headers=bearer(body["token"]))).status == 404
     assert (await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(body["token"]))).status == 401
