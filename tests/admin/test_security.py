@@ -249,3 +249,66 @@ async def test_a_recreated_tenant_does_not_inherit_the_audit_log(client, princip
     events = (await (await client.get("/admin/audit?tenant=acme", headers=ADMIN)).json())["events"]
     assert "pull-secret.create" in [e["action"] for e in events]
     assert "tenant.delete" in [e["action"] for e in events]
+
+
+# ---- finding 9: manifests nested absurdly deep; file modes --------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"[" * 100000, b'{"a":' * 100000, b'{"schemaVersion": 2, "x": ' + b"[" * 65 + b"]" * 65 + b"}",
+                                  b'{"schemaVersion": 2, "config": {"size": 1' + b"0" * 400 + b"}}"])
+async def test_hostile_manifest_json_is_manifest_invalid(client, body):
+    r = await client.put("/v2/acme/app/manifests/v1", data=body,
+                         headers={**ADMIN, "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    await err(r, 400, "MANIFEST_INVALID")
+    r = await client.get("/v2/acme/app/tags/list", headers=ADMIN)
+    await err(r, 404, "NAME_UNKNOWN")
+
+
+def _modes(root) -> dict[str, int]:
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = os.stat(p).st_mode & 0o777
+    out["."] = os.stat(root).st_mode & 0o777
+    return out
+
+
+def test_cli_creates_the_data_directory_private_under_umask_022(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    data = tmp_path / "cli-data"
+    res = subprocess.run([sys.executable, "-m", "registry.cli", "tenant", "create", "acme", "--data", str(data)],
+                         capture_output=True, text=True, preexec_fn=lambda: os.umask(0o022),
+                         env={**os.environ, "BERTH_DATABASE_URL": ""})
+    assert res.returncode == 0, res.stderr
+    modes = _modes(data)
+    assert "berth.db" in modes and "blobs" in modes and "uploads" in modes
+    assert {p: oct(m) for p, m in modes.items() if m & 0o077} == {}
+
+
+async def test_app_makes_an_existing_data_directory_private(aiohttp_client, tmp_path, database_url):
+    import os
+
+    from registry.app import create_app
+    from registry.config import Config
+
+    data = tmp_path / "old"
+    for d in ("", "blobs", "uploads"):
+        (data / d).mkdir(mode=0o755, exist_ok=True)
+        os.chmod(data / d, 0o755)
+    old = os.umask(0o022)
+    try:
+        cfg = Config(data_dir=data, database_url=database_url)
+        cfg.auth.admin_password = "admin-password-for-tests"
+        await aiohttp_client(create_app(cfg))
+    finally:
+        os.umask(old)
+    modes = _modes(data)
+    assert modes["."] == modes["blobs"] == modes["uploads"] == modes["keys"] == 0o700
+    if database_url is None:
+        assert modes["berth.db"] == 0o600
