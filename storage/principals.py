@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import bcrypt
-from sqlalchemy import Connection, case, delete, func, select, update
+from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -485,11 +485,13 @@ class Principals:
 
         def run(s: Session) -> None:
             now = time.time()
-            others = [k for k in counted if k != pair]
-            if others:
-                s.execute(update(LoginAttempt).where(LoginAttempt.key.in_(others), LoginAttempt.count > 0)
-                          .values(count=LoginAttempt.count - 1))
+            # rows are locked in the order reserve_login locks them (pair, username, address), one
+            # statement each, so concurrent transactions on PostgreSQL can never deadlock
             s.execute(delete(LoginAttempt).where(LoginAttempt.key == pair))
+            for key in counted:
+                if key != pair:
+                    s.execute(update(LoginAttempt).where(LoginAttempt.key == key, LoginAttempt.count > 0)
+                              .values(count=LoginAttempt.count - 1))
             stmt = upsert_insert(s.connection(), LoginAttempt).values(key=known, window_start=now, count=0)
             s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"window_start": now}))
             _prune_logins(s, now, window, known_ttl)
@@ -565,10 +567,14 @@ _generation = tenant_generation
 
 
 def _prune_logins(s: Session, now: float, window: float, known_ttl: float) -> None:
-    """Delete failure counters whose window has passed and success marks older than known_ttl."""
-    s.execute(delete(LoginAttempt).where(LoginAttempt.window_start < now - window,
-                                         LoginAttempt.key.not_like("ok:%")))
-    s.execute(delete(LoginAttempt).where(LoginAttempt.window_start < now - max(window, known_ttl)))
+    """Delete failure counters whose window has passed and success marks older than known_ttl.
+
+    Rows another transaction holds are skipped (``SKIP LOCKED`` on PostgreSQL; SQLite has one
+    writer): pruning never waits for, or deadlocks with, a login in progress."""
+    stale = or_(and_(LoginAttempt.window_start < now - window, LoginAttempt.key.not_like("ok:%")),
+                LoginAttempt.window_start < now - max(window, known_ttl))
+    victims = select(LoginAttempt.key).where(stale).limit(1000).with_for_update(skip_locked=True)
+    s.execute(delete(LoginAttempt).where(LoginAttempt.key.in_(victims.scalar_subquery())))
 
 
 def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:

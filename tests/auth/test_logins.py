@@ -199,3 +199,19 @@ async def test_an_untrusted_peer_cannot_pick_its_address(aiohttp_client, config,
 def test_trusted_proxies_from_the_environment():
     cfg = Config.load(env={"BERTH_AUTH_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1/32,"})
     assert cfg.auth.trusted_proxies == ["10.0.0.0/8", "192.168.1.1/32"]
+
+
+async def test_counters_are_pruned_once_their_window_has_passed(principals):
+    from sqlalchemy import select
+
+    from storage.models import LoginAttempt
+
+    async def keys() -> set[str]:
+        return set(await principals.db.read(lambda c: c.execute(select(LoginAttempt.key)).scalars().all()))
+
+    counted, retry = await principals.reserve_login(("p:1", 5), [("u:1", 9), ("a:1", 9)], "ok:1", 300, 3600)
+    assert retry is None and counted == ["p:1", "u:1", "a:1"] and await keys() == {"p:1", "u:1", "a:1"}
+    await principals.login_succeeded([], "p:2", "ok:2", 300, 3600)  # prunes nothing still current
+    assert await keys() == {"p:1", "u:1", "a:1", "ok:2"}
+    await principals.login_succeeded([], "p:3", "ok:3", 0, 0)  # every window has passed now
+    assert await keys() == {"ok:3"}
