@@ -312,7 +312,7 @@ class AuthService:
             # a task of its own: a client that hangs up never leaves a reservation half-done
             task = asyncio.ensure_future(self._check_login(username, password, remote, ckey))
             self._checking[flight] = task
-            task.add_done_callback(lambda _t: self._checking.pop(flight, None))
+            task.add_done_callback(lambda t: (self._checking.pop(flight, None), t.cancelled() or t.exception()))
         return await asyncio.shield(task)
 
     @staticmethod
