@@ -73,7 +73,8 @@ def _origin_key(scheme: str, netloc: str) -> str:
 
 
 def _own_origin(request: web.Request, origin: str) -> bool:
-    """Whether an ``Origin`` header names this server: the Host the request came to, or the configured realm's."""
+    """Whether an ``Origin`` header names this server: the Host the request came to (either scheme: a
+    TLS-terminating proxy hides ours), or the configured realm's origin (scheme included)."""
     try:
         o = urlsplit(origin)
     except ValueError:

@@ -81,7 +81,7 @@ async def test_configured_realm_origin_is_our_own(aiohttp_client, config, princi
                      headers={**ADMIN, "Origin": "https://registry.example.com"})
     assert r.status == 201, await r.text()
     r = await c.post("/admin/tenants", json={"name": "initech2"},
-                     headers={**ADMIN, "Origin": "http://registry.example.com"})  # another scheme: another origin
+                     headers={**ADMIN, "Origin": "http://registry.example.com"})  # not the realm's scheme
     await err(r, 403, "DENIED")
 
 
