@@ -26,9 +26,14 @@ class AuthConfig:
     signing_key: str | None = None  # PEM file; default: generated into <data>/keys/
     verification_keys: list[str] = field(default_factory=list)  # extra PEM public keys (rotation)
     credential_cache_ttl: int = 60  # seconds a bcrypt-verified credential is trusted from memory
-    max_failed_logins: int = 10  # per username or client address, in failed_login_window
+    max_failed_logins: int = 10  # per (username, client address), in failed_login_window
     failed_login_window: int = 300
     admin_password: str | None = None  # bootstrap admin; else BERTH_ADMIN_PASSWORD; else generated
+    max_failed_logins_per_username: int = 100  # from all addresses together, in failed_login_window
+    max_failed_logins_per_address: int = 100  # for all usernames together, in failed_login_window
+    max_logins_in_flight_per_username: int = 8  # secrets being checked (bcrypt) at once, per process
+    max_logins_in_flight_per_address: int = 8
+    trusted_proxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-For is believed
 
 
 @dataclass
@@ -125,6 +130,7 @@ _AUTH_ENV = {
     "BERTH_AUTH_REALM": ("realm", str),
     "BERTH_AUTH_SERVICE": ("service", str),
     "BERTH_ADMIN_PASSWORD": ("admin_password", str),
+    "BERTH_AUTH_TRUSTED_PROXIES": ("trusted_proxies", lambda v: [c.strip() for c in v.split(",") if c.strip()]),
 }
 
 

@@ -7,10 +7,10 @@ artifactType and annotations.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from . import digest as digests
+from . import jsonlimits
 from .errors import ManifestInvalid, Unsupported
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -108,7 +108,7 @@ def detect_media_type(doc: dict, content_type: str | None) -> str:
 
 def parse(body: bytes, content_type: str | None) -> ParsedManifest:
     try:
-        doc = json.loads(body)
+        doc = jsonlimits.loads(body)  # nesting depth and number length capped: never RecursionError
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestInvalid(f"manifest is not valid JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -5,6 +5,7 @@ import time
 
 from sqlalchemy import (
     BigInteger,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -157,3 +158,26 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(Text)
     remote: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[str | None] = mapped_column(Text)  # JSON
+
+
+class LoginAttempt(Base):
+    """Failed-login counters every replica shares (registry.auth, docs/auth.md "Logins").
+
+    One row per counter: ``p:`` a (username, client address) pair, ``u:`` a username, ``a:``
+    an address, each the failures in the window that began at ``window_start``; ``ok:`` rows
+    remember when a pair last logged in (``window_start``). Keys are SHA-256 digests, so no
+    attempted username (often a mistyped password) is stored.
+    """
+    __tablename__ = "login_attempts"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    window_start: Mapped[float] = mapped_column(Float, nullable=False, index=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class AuditEventTenant(Base):
+    """Which incarnation of a tenant an audit event belongs to: a tenant's name is reused when it is
+    deleted and created again, its generation (``t<id>:<created_at>``) never is. Owners see only
+    the events of their tenant's current generation."""
+    __tablename__ = "audit_event_tenants"
+    event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True)
+    tenant_generation: Mapped[str] = mapped_column(String(80), nullable=False, index=True)

@@ -14,12 +14,23 @@ docs/storage.md explains the same with the metadata schema.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 from . import digest as digests
 
 _UUID_RE = re.compile(r"^[a-f0-9]{32}\Z")
+
+
+def _private(path: Path, mode: int) -> None:
+    """chmod ``path`` to ``mode`` when it is ours and others may read it (never fails start-up)."""
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            path.chmod(mode)
+    except OSError:
+        pass
 
 
 class Layout:
@@ -31,9 +42,16 @@ class Layout:
         self.database = self.root / "berth.db"
 
     def create(self) -> None:
+        """Create the directories, private to the service user whatever the umask: the data
+        directory holds every tenant's content, bcrypt hashes and the audit log. Directories are
+        made (or set) 0700; an existing SQLite database and its WAL files 0600."""
         for d in (self.root, self.blobs, self.uploads, self.keys):
-            d.mkdir(parents=True, exist_ok=True)
-        self.keys.chmod(0o700)
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private(d, 0o700)
+        for f in (self.database, self.database.with_name(self.database.name + "-wal"),
+                  self.database.with_name(self.database.name + "-shm")):
+            if f.exists():
+                _private(f, 0o600)
 
     def blob(self, digest: str) -> Path:
         algorithm, encoded = digests.parse(digest)

@@ -1,9 +1,11 @@
 """Tenants, users, memberships, robot accounts and the audit log (SQL + bcrypt).
 
 Secrets and passwords are stored only as bcrypt hashes; bcrypt runs in a worker
-thread so it never blocks the event loop. Every change that may take away access
-bumps the principal's ``version``; tokens carry the version they were issued at,
-so revocation takes effect on the next request (see registry.auth).
+thread so it never blocks the event loop. A password change, a rotation and a deletion
+bump the principal's ``version``; tokens carry the version they were issued at, so
+revocation takes effect on the next request (see registry.auth). Membership changes and
+tenant deletions do not: tokens are re-intersected with the roles of the moment on every
+use, so they take away that tenant's access only.
 
 Nothing here knows about HTTP or tokens: it returns plain records.
 """
@@ -19,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import bcrypt
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database, upsert_insert
 from .errors import StorageError
-from .models import AuditEvent, Membership, Repository, Robot, Tenant, Upload, User
+from .models import AuditEvent, AuditEventTenant, LoginAttempt, Membership, Repository, Robot, Tenant, Upload, User
 
 ROLES = {"reader": ("pull",), "writer": ("pull", "push"), "owner": ("pull", "push", "delete")}
 ROBOT_ACTIONS = ("pull", "push", "delete")
@@ -56,6 +58,18 @@ class TenantRecord:
     name: str
     public: bool
     created_at: float
+    id: int = 0
+
+    @property
+    def generation(self) -> str:
+        """This incarnation of the tenant: a tenant deleted and created again under the same name
+        (SQLite may even reuse its id) has another generation. Service tokens and audit events are
+        bound to it."""
+        return tenant_generation(self.id, self.created_at)
+
+
+def tenant_generation(tenant_id: int, created_at: float) -> str:
+    return f"t{tenant_id}:{created_at!r}"
 
 
 @dataclass(frozen=True)
@@ -120,7 +134,7 @@ class Principals:
             t = Tenant(name=name, public=bool(public))
             s.add(t)
             s.flush()
-            return TenantRecord(t.name, t.public, t.created_at)
+            return TenantRecord(t.name, t.public, t.created_at, t.id)
 
         try:
             return await self._write(run)
@@ -130,14 +144,14 @@ class Principals:
     async def get_tenant(self, name: str) -> TenantRecord | None:
         def run(s: Session) -> TenantRecord | None:
             t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
-            return TenantRecord(t.name, t.public, t.created_at) if t else None
+            return TenantRecord(t.name, t.public, t.created_at, t.id) if t else None
 
         return await self._read(run)
 
     async def list_tenants(self) -> list[TenantRecord]:
         def run(s: Session) -> list[TenantRecord]:
             rows = s.execute(select(Tenant).order_by(Tenant.name)).scalars().all()
-            return [TenantRecord(t.name, t.public, t.created_at) for t in rows]
+            return [TenantRecord(t.name, t.public, t.created_at, t.id) for t in rows]
 
         return await self._read(run)
 
@@ -170,8 +184,6 @@ class Principals:
                 s.execute(delete(Repository).where(Repository.name.startswith(prefix, autoescape=True)))
                 s.execute(delete(Upload).where(Upload.repository.startswith(prefix, autoescape=True)))
             members = list(s.execute(select(Membership.user_id).where(Membership.tenant_id == t.id)).scalars().all())
-            if members:
-                s.execute(update(User).where(User.id.in_(members)).values(version=User.version + 1))
             s.execute(delete(Membership).where(Membership.tenant_id == t.id))
             s.execute(delete(Robot).where(Robot.tenant_id == t.id))
             s.execute(delete(Tenant).where(Tenant.id == t.id))
@@ -278,12 +290,8 @@ class Principals:
                 raise NotFound(f"tenant {tenant!r} not found")
             if uid is None:
                 raise NotFound(f"user {username!r} not found")
-            old = s.execute(
-                select(Membership.role).where(Membership.tenant_id == tid, Membership.user_id == uid)
-            ).scalar()
-            if old is not None and not set(ROLES[old]) <= set(ROLES[role]):
-                # a downgrade takes away access: tokens issued before stop working
-                s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            # no version bump, even on a downgrade: a token's access is re-intersected with the
+            # roles of the moment on every use (registry.auth), so only this tenant's grants change
             # one statement, so two admins setting the same membership at once both succeed
             stmt = upsert_insert(s.connection(), Membership).values(tenant_id=tid, user_id=uid, role=role)
             s.execute(stmt.on_conflict_do_update(index_elements=["tenant_id", "user_id"], set_={"role": role}))
@@ -299,7 +307,7 @@ class Principals:
             res = s.execute(delete(Membership).where(Membership.tenant_id == tid, Membership.user_id == uid))
             if res.rowcount == 0:
                 raise NotFound(f"no membership of {username!r} in {tenant!r}")
-            s.execute(update(User).where(User.id == uid).values(version=User.version + 1))
+            # no version bump: the user's other tenants (and admin rights) keep their tokens
 
         await self._write(run)
 
@@ -424,6 +432,72 @@ class Principals:
             return None
         return robot
 
+    # ---- failed-login limits (shared by every replica) ----------------------------
+    async def reserve_login(
+        self,
+        pair: tuple[str, int],
+        caps: list[tuple[str, int]],
+        known: str,
+        window: float,
+        known_ttl: float,
+    ) -> tuple[list[str], float | None]:
+        """Count a login attempt as a failure *before* its secret is checked, in one transaction.
+
+        ``pair`` and ``caps`` are ``(key, limit)`` counters (fixed windows of ``window``
+        seconds). The caps are skipped when ``known`` (the pair's last success) is younger
+        than ``known_ttl``. Returns ``(keys counted, None)``, or ``([], retry_after)`` when a
+        counter would pass its limit: then nothing stays counted. Each increment is one
+        atomic upsert, so parallel attempts on any number of replicas each see their own
+        count and no more than ``limit`` ever get through.
+        """
+
+        def run(s: Session) -> tuple[list[str], float | None]:
+            now = time.time()
+            stale = now - window
+            last_ok = s.execute(select(LoginAttempt.window_start).where(LoginAttempt.key == known)).scalar()
+            counters = [pair] + (caps if last_ok is None or last_ok <= now - known_ttl else [])
+            conn = s.connection()
+            over: list[float] = []
+            for key, limit in counters:  # always pair, then username, then address: no lock cycles
+                expired = LoginAttempt.window_start <= stale
+                stmt = upsert_insert(conn, LoginAttempt).values(key=key, window_start=now, count=1)
+                s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={
+                    "count": case((expired, 1), else_=LoginAttempt.count + 1),
+                    "window_start": case((expired, now), else_=LoginAttempt.window_start),
+                }))
+                count, start = s.execute(
+                    select(LoginAttempt.count, LoginAttempt.window_start).where(LoginAttempt.key == key)
+                ).one()
+                if count > limit:
+                    over.append(start + window - now)
+            keys = [k for k, _ in counters]
+            if over:
+                s.execute(update(LoginAttempt).where(LoginAttempt.key.in_(keys)).values(count=LoginAttempt.count - 1))
+                _prune_logins(s, now, window, known_ttl)
+                return [], max(1.0, max(over))
+            return keys, None
+
+        return await self._write(run)
+
+    async def login_succeeded(self, counted: list[str], pair: str, known: str, window: float, known_ttl: float) -> None:
+        """Give back a reserved attempt after a correct secret: the pair's failures are forgotten,
+        the global counters lose the one reserved, and the pair is remembered as known."""
+
+        def run(s: Session) -> None:
+            now = time.time()
+            # rows are locked in the order reserve_login locks them (pair, username, address), one
+            # statement each, so concurrent transactions on PostgreSQL can never deadlock
+            s.execute(delete(LoginAttempt).where(LoginAttempt.key == pair))
+            for key in counted:
+                if key != pair:
+                    s.execute(update(LoginAttempt).where(LoginAttempt.key == key, LoginAttempt.count > 0)
+                              .values(count=LoginAttempt.count - 1))
+            stmt = upsert_insert(s.connection(), LoginAttempt).values(key=known, window_start=now, count=0)
+            s.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"window_start": now}))
+            _prune_logins(s, now, window, known_ttl)
+
+        await self._write(run)
+
     # ---- audit -----------------------------------------------------------------
     async def audit(
         self,
@@ -434,21 +508,40 @@ class Principals:
         target: str | None = None,
         remote: str | None = None,
         detail: dict | None = None,
+        tenant_generation: str | None = None,
     ) -> None:
-        event = AuditEvent(
-            actor=actor,
-            action=action,
-            tenant=tenant,
-            target=target,
-            remote=remote,
-            detail=json.dumps(detail) if detail else None,
-        )
-        await self._write(lambda s: s.add(event))
+        """Write one audit event. With ``tenant``, it is also bound to that tenant's generation:
+        ``tenant_generation`` when given (a tenant already deleted), else the tenant's of that name now."""
 
-    async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None) -> list[dict]:
+        def run(s: Session) -> None:
+            event = AuditEvent(
+                actor=actor,
+                action=action,
+                tenant=tenant,
+                target=target,
+                remote=remote,
+                detail=json.dumps(detail) if detail else None,
+            )
+            s.add(event)
+            s.flush()
+            generation = tenant_generation
+            if generation is None and tenant is not None:
+                row = s.execute(select(Tenant.id, Tenant.created_at).where(Tenant.name == tenant)).first()
+                generation = _generation(*row) if row else None
+            if generation is not None:
+                s.add(AuditEventTenant(event_id=event.id, tenant_generation=generation))
+
+        await self._write(run)
+
+    async def audit_events(self, tenant: str | None = None, limit: int = 100, before: int | None = None,
+                           generation: str | None = None) -> list[dict]:
+        """Newest first; ``tenant`` filters by name (every incarnation), ``generation`` by one incarnation."""
         q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
         if tenant is not None:
             q = q.where(AuditEvent.tenant == tenant)
+        if generation is not None:
+            q = q.join(AuditEventTenant, AuditEventTenant.event_id == AuditEvent.id).where(
+                AuditEventTenant.tenant_generation == generation)
         if before is not None:
             q = q.where(AuditEvent.id < before)
 
@@ -468,6 +561,20 @@ class Principals:
             ]
 
         return await self._read(run)
+
+
+_generation = tenant_generation
+
+
+def _prune_logins(s: Session, now: float, window: float, known_ttl: float) -> None:
+    """Delete failure counters whose window has passed and success marks older than known_ttl.
+
+    Rows another transaction holds are skipped (``SKIP LOCKED`` on PostgreSQL; SQLite has one
+    writer): pruning never waits for, or deadlocks with, a login in progress."""
+    stale = or_(and_(LoginAttempt.window_start < now - window, LoginAttempt.key.not_like("ok:%")),
+                LoginAttempt.window_start < now - max(window, known_ttl))
+    victims = select(LoginAttempt.key).where(stale).limit(1000).with_for_update(skip_locked=True)
+    s.execute(delete(LoginAttempt).where(LoginAttempt.key.in_(victims.scalar_subquery())))
 
 
 def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:

@@ -10,14 +10,21 @@ Authorization model (docs/auth.md, "Admin API and Kubernetes onboarding"):
 
 * an admin may do everything;
 * a tenant owner may read and change their own tenants (members, robots, pull
-  Secrets, the public flag, the tenant's audit events) and nothing else. Any request
+  Secrets, the public flag, the tenant's audit events) and nothing else. Owners set roles
+  only of users already in one of their tenants; anyone else (unknown or not) is 404
+  alike, and a membership change affects that tenant's access only. Any request
   naming another tenant is refused with 403 DENIED whether that tenant exists or not,
   so owners cannot probe for other tenants' names;
-* only admins create or delete tenants, create users and issue tokens.
+* only admins create or delete tenants, create users and issue tokens;
+* a service token (``POST /admin/tokens`` with ``registry:admin:*``) acts as an admin for
+  tenants, robots, pull Secrets and every read, but never creates or changes people or
+  credentials that outlive it: users, passwords, the admin flag, memberships and tokens
+  are refused (403 DENIED), in one place: :func:`not_for_service_tokens`.
 """
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import secrets
@@ -52,6 +59,27 @@ class Actor:
 
     def manages(self, tenant: str) -> bool:
         return self.admin or tenant in self.owns
+
+
+def not_for_service_tokens(what: str):
+    """Refuse an operation to service tokens (403 DENIED): the one list of what they may not do.
+
+    Service tokens are bearer secrets that cannot be revoked on their own, so they may not
+    create or change users, passwords, the admin flag, memberships or tokens: any of those
+    would turn a short-lived token into lasting (or admin) access.
+    """
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        async def guarded(self, actor: "Actor", *args, **kwargs):
+            if actor.kind == "service":
+                raise APIError("DENIED", f"service tokens cannot {what}", {"actor": actor.name})
+            return await fn(self, actor, *args, **kwargs)
+
+        guarded.refused_to_service_tokens = True
+        return guarded
+
+    return decorate
 
 
 # the CLI acts as the local administrator: whoever can read the data directory owns the registry
@@ -90,11 +118,14 @@ def want_bool(value: Any, what: str) -> bool:
     return value
 
 
+MAX_SECONDS = 10 * 366 * 24 * 3600  # the longest expires_in accepted: about ten years
+
+
 def want_seconds(value: Any, what: str, *, optional: bool = True) -> int | None:
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise invalid(f"{what} must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
+        raise invalid(f"{what} must be a whole number of seconds from 1 to {MAX_SECONDS}", {what: str(value)[:40]})
     return value
 
 
@@ -184,12 +215,12 @@ class AdminOps:
                 self.auth.forget(u)
 
     async def _audit(self, actor: Actor, action: str, *, tenant: str | None = None, target: str | None = None,
-                     detail: dict | None = None) -> None:
+                     detail: dict | None = None, tenant_generation: str | None = None) -> None:
         detail = dict(detail or {})
         if actor.kind in ("service", "cli"):
             detail.setdefault("via", actor.kind)
         await self.principals.audit(actor.name, action, tenant=tenant, target=target, remote=actor.remote,
-                                    detail=detail or None)
+                                    detail=detail or None, tenant_generation=tenant_generation)
 
     @staticmethod
     def _admin_only(actor: Actor, what: str) -> None:
@@ -258,11 +289,12 @@ class AdminOps:
         robots = [r.username for r in await self.principals.list_robots(t.name)]
         await self.principals.delete_tenant(t.name, purge_repositories=bool(force))
         self._forget(t.name, *members, *robots)  # a tenant name also drops its robots and the tenant list
-        await self._audit(actor, "tenant.delete", tenant=t.name, target=t.name,
+        await self._audit(actor, "tenant.delete", tenant=t.name, target=t.name, tenant_generation=t.generation,
                           detail={"repositories_deleted": repos, "members": members, "robots": robots})
         return {"deleted": t.name, "repositories_deleted": repos, "members_removed": members, "robots_deleted": robots}
 
     # ---- users -------------------------------------------------------------------------------
+    @not_for_service_tokens("create users")
     async def create_user(self, actor: Actor, username: Any, password: Any, admin: Any = False) -> dict:
         self._admin_only(actor, "create users")
         username = want_str(username, "username")
@@ -283,6 +315,7 @@ class AdminOps:
             raise APIError("NAME_UNKNOWN", f"user {username!r} not found", {"username": username})
         return {"username": u.username, "admin": u.is_admin, "roles": u.roles}
 
+    @not_for_service_tokens("change passwords")
     async def set_password(self, actor: Actor, username: str, password: Any) -> dict:
         self._admin_only(actor, "change passwords")
         password = want_password(password)
@@ -291,6 +324,7 @@ class AdminOps:
         await self._audit(actor, "user.password", target=username)
         return {"username": username, "password_changed": True}
 
+    @not_for_service_tokens("delete users")
     async def delete_user(self, actor: Actor, username: str) -> dict:
         self._admin_only(actor, "delete users")
         if username == actor.name and actor.kind != "cli":
@@ -308,12 +342,19 @@ class AdminOps:
         t = await self._tenant(actor, tenant)
         return [{"username": u, "role": r} for u, r in (await self.principals.members(t.name)).items()]
 
+    @not_for_service_tokens("change memberships")
     async def set_member(self, actor: Actor, tenant: str, username: str, role: Any) -> dict:
         t = await self._tenant(actor, tenant)
         role = want_str(role, "role")
         if role not in ROLES:
             raise invalid(f"role must be one of {', '.join(ROLES)}", {"role": role})
-        if await self.principals.get_user(username) is None:
+        user = await self.principals.get_user(username)
+        if not actor.admin and (user is None or not set(user.roles) & actor.owns):
+            # owners manage the people already in their tenants; an unknown user and a user of
+            # other tenants get the same answer, so usernames cannot be probed
+            raise APIError("NAME_UNKNOWN", f"{username!r} is not a member of a tenant you own; "
+                           "an administrator adds new members", {"username": username})
+        if user is None:
             raise APIError("NAME_UNKNOWN", f"user {username!r} not found", {"username": username})
         before = (await self.principals.members(t.name)).get(username)
         await self.principals.set_membership(t.name, username, role)
@@ -321,6 +362,7 @@ class AdminOps:
         await self._audit(actor, "member.set", tenant=t.name, target=username, detail={"role": role, "previous": before})
         return {"tenant": t.name, "username": username, "role": role}
 
+    @not_for_service_tokens("change memberships")
     async def remove_member(self, actor: Actor, tenant: str, username: str) -> dict:
         t = await self._tenant(actor, tenant)
         before = (await self.principals.members(t.name)).get(username)
@@ -409,6 +451,7 @@ class AdminOps:
         return {"secret": manifest, "robot": created}
 
     # ---- tokens ------------------------------------------------------------------------------------
+    @not_for_service_tokens("issue tokens")
     async def issue_token(self, actor: Actor, subject: Any, scope: Any, expires_in: Any = None) -> dict:
         """A signed registry token for a service (CI, a deployer…): exactly the access asked for.
 
@@ -416,8 +459,6 @@ class AdminOps:
         The TTL defaults to ``auth.token_ttl`` and is capped by ``auth.max_admin_token_ttl``.
         """
         self._admin_only(actor, "issue tokens")
-        if actor.kind == "service":
-            raise APIError("DENIED", "service tokens cannot issue tokens")
         if self.auth is None:
             raise APIError("UNSUPPORTED", "token issuing needs auth enabled", status=400)
         subject = want_str(subject, "subject")
@@ -430,30 +471,40 @@ class AdminOps:
         access = scopes_to_access(scope)
         cap = self.config.auth.max_admin_token_ttl
         ttl = min(ttl_asked or self.config.auth.token_ttl, cap)
-        identity = service_identity(subject, access)
+        identity = await self.auth.service_identity(subject, access)  # bound to the tenants as they are now
         token = self.auth.issue_token(identity, access, ttl=ttl)
         await self._audit(actor, "token.issue", target=subject,
                           detail={"access": access, "expires_in": ttl, "requested_expires_in": ttl_asked})
         return {**token, "subject": subject, "access": access}
 
     # ---- audit ---------------------------------------------------------------------------------------
+    async def _tenant_events(self, tenant: str, limit: int, before: int | None) -> list[dict]:
+        """An owner's view: the events of the tenant as it exists now, never of an earlier tenant
+        of the same name (its robots, namespaces, servers and client addresses are not theirs)."""
+        t = await self.principals.get_tenant(tenant)
+        if t is None:
+            return []
+        return await self.principals.audit_events(tenant, limit, before, generation=t.generation)
+
     async def audit_events(self, actor: Actor, tenant: str | None = None, limit: Any = 100, before: Any = None) -> list[dict]:
         """Newest first. Owners see only their tenants' events; ``before`` is an event id (paging)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
             raise invalid("limit must be a positive integer")
         limit = min(limit, MAX_AUDIT_LIMIT)
-        if before is not None and (isinstance(before, bool) or not isinstance(before, int) or before <= 0):
+        if before is not None and (isinstance(before, bool) or not isinstance(before, int) or not 0 < before < 2**63):
             raise invalid("before must be a positive event id")
-        if tenant:
+        if tenant and actor.admin:
+            events = await self.principals.audit_events(tenant, limit, before)  # every incarnation of the name
+        elif tenant:
             if not actor.manages(tenant):
                 raise APIError("DENIED", f"you do not own tenant {tenant!r}", {"tenant": tenant})
-            events = await self.principals.audit_events(tenant, limit, before)
+            events = await self._tenant_events(tenant, limit, before)
         elif actor.admin:
             events = await self.principals.audit_events(None, limit, before)
         else:
             events = []
             for t in sorted(actor.owns):
-                events.extend(await self.principals.audit_events(t, limit, before))
+                events.extend(await self._tenant_events(t, limit, before))
             events.sort(key=lambda e: e["id"], reverse=True)
             events = events[:limit]
         for e in events:
@@ -480,11 +531,3 @@ def scopes_to_access(values: list[str]) -> list[dict]:
     if not access:
         raise invalid("scope must name at least one resource")
     return access
-
-
-def service_identity(subject: str, access: list[dict]):
-    """A "service" identity: registry.auth verifies its tokens by signature and expiry only
-    (no principal to revoke) and grants exactly the access list it carries."""
-    from ..auth.service import Identity  # noqa: PLC0415
-
-    return Identity(kind="service", username=subject, access=tuple(access))

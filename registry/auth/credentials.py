@@ -8,15 +8,44 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 
 from aiohttp import web
 
 from ..errors import APIError
+from ..services import SERVICES
 from .service import AuthService, Identity, TooManyAttempts
 
 
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
 def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """The client's address: the TCP peer, unless the peer is one of ``auth.trusted_proxies``.
+
+    Then it is the right-most ``X-Forwarded-For`` entry that is not a trusted proxy (each
+    proxy appends the address it saw, so only entries to the right of the first untrusted
+    one can be believed). Everything else — the header from an untrusted peer, entries left
+    of that one — is ignored: a client cannot choose the address it is limited by.
+    """
+    peer = request.remote or "unknown"
+    auth = request.app[SERVICES].auth
+    nets = auth.trusted_proxies if auth is not None else ()
+    ip = _address(peer)
+    if not nets or ip is None or not any(ip in n for n in nets):
+        return peer
+    hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",") if h.strip()]
+    for hop in reversed(hops):
+        hop_ip = _address(hop)
+        if hop_ip is None:
+            return hop[:100]  # appended by a trusted proxy; not an address, but a stable key
+        if not any(hop_ip in n for n in nets):
+            return str(hop_ip)
+    return str(_address(hops[0]) or peer) if hops else peer
 
 
 def basic_credentials(request: web.Request) -> tuple[str, str] | None:

@@ -10,19 +10,36 @@ from .scopes import challenge_scope
 ACCESS_KEY: web.RequestKey[Access] = web.RequestKey("access", Access)
 
 
+# The action a route needs, from the route that matched (never from the path text: a
+# repository may be named ``acme/blobs/uploads/x`` or ``acme/manifests/tags/list``).
+# GET and HEAD pull; every other method pushes, except these DELETE routes, which delete.
+# Keyed by the route's canonical pattern, so a handler renamed or moved keeps its action.
+_DELETE_ROUTES = frozenset({
+    "/v2/{name}/manifests/{reference}",
+    "/v2/{name}/blobs/{digest}",
+})
+
+
+def _route_pattern(request: web.Request) -> str:
+    """The canonical pattern of the route that matched (``""`` for no route: 404, 405)."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else ""
+
+
 def required_scope(request: web.Request) -> tuple[str, str, str] | None:
     """(type, name, action) the request needs, or None for the /v2/ base and non-API paths."""
-    if not request.path.startswith("/v2/"):
+    pattern = _route_pattern(request)
+    if not pattern.startswith("/v2/"):
         return None
+    if pattern == "/v2/_catalog":
+        return ("registry", "catalog", "*")
     name = request.match_info.get("name")
     if name is None:
-        if request.path.rstrip("/") == "/v2/_catalog":
-            return ("registry", "catalog", "*")
         return None
     method = request.method
     if method in ("GET", "HEAD"):
         action = "pull"
-    elif method == "DELETE" and "/blobs/uploads/" not in request.path:
+    elif method == "DELETE" and pattern in _DELETE_ROUTES:
         action = "delete"
     else:
         action = "push"

@@ -16,13 +16,14 @@ Rules (docs/auth.md):
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
-import math
 import secrets
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +44,8 @@ LEEWAY = 60  # seconds of clock skew accepted on exp/nbf
 PRINCIPAL_CACHE_TTL = 5.0  # seconds a principal's state is trusted from memory (forget() drops it)
 VERIFIED_TOKENS = 4096  # signature-checked tokens remembered (LRU); exp is re-checked on every use
 ADMIN_USERNAME = "admin"
+KNOWN_PAIR_TTL = 24 * 3600  # a (username, address) that logged in this recently skips the global caps
+CREDENTIAL_CACHE_MAX_AGE = 10  # × credential_cache_ttl: a cache hit extends an entry up to this age
 
 
 class InvalidToken(Exception):
@@ -68,6 +71,9 @@ class Identity:
     robot: RobotRecord | None = None  # robots
     access: tuple | None = None  # "service" (admin-issued) tokens: the fixed access list
     uid: str = ""  # principal generation ("u<id>:<created>"), so a re-created name is a new principal
+    # "service" tokens: tenant name -> the generation it had when the token was issued; the token
+    # reaches a tenant only while it is that same tenant (not one deleted and created again)
+    tenants: Mapping[str, str] | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -85,6 +91,7 @@ ANONYMOUS = Identity("anonymous", "")
 class _Tenants:
     names: frozenset[str]
     public: frozenset[str]
+    generations: Mapping[str, str] = field(default_factory=dict)  # name -> "t<id>:<created>"
 
 
 def rfc3339(ts: float) -> str:
@@ -129,6 +136,8 @@ def allowed_for(identity: Identity, type_: str, name: str, tenants: _Tenants) ->
             ):
                 acts.update(a for a in r.actions if a in REPOSITORY_ACTIONS)
         elif kind == "service":
+            if not identity.tenants or identity.tenants.get(tenant) != tenants.generations.get(tenant):
+                return acts  # not the tenant this token was issued for (or an unbound token)
             for entry in identity.access or ():
                 if entry.get("type") == "repository" and entry.get("name") == name:
                     acts.update(a for a in entry.get("actions", ()) if a in REPOSITORY_ACTIONS)
@@ -189,11 +198,17 @@ class AuthService:
             self.config.signing_key,
             self.config.verification_keys,
         )
-        self._creds: dict[str, tuple[float, Identity]] = {}  # HMAC(user, secret) -> (expiry, identity)
+        # HMAC(user, secret) -> (expiry, identity, first verified): hits extend the expiry up to a cap
+        self._creds: dict[str, tuple[float, Identity, float]] = {}
         self._cache_salt = secrets.token_bytes(32)  # per process: the cache keys are useless elsewhere
         self._records: dict[str, tuple[float, UserRecord | RobotRecord | None]] = {}
         self._tenants: tuple[float, _Tenants] | None = None
-        self._failures: dict[str, deque[float]] = {}
+        self.trusted_proxies = tuple(ipaddress.ip_network(c, strict=False) for c in self.config.trusted_proxies or ())
+        # logins whose secret is being checked now: per username and per address (in-flight caps),
+        # and the checks themselves, so identical concurrent logins share one bcrypt
+        self._in_flight_user: dict[str, int] = {}
+        self._in_flight_addr: dict[str, int] = {}
+        self._checking: dict[tuple[str, str], asyncio.Future] = {}
         # (token, audience) -> claims whose signature, alg, aud and iss were verified: clients
         # reuse one token for many requests, so each pays the ECDSA/RSA check once
         self._verified: OrderedDict[tuple[str, str], dict] = OrderedDict()
@@ -218,7 +233,8 @@ class AuthService:
         if self._tenants and self._tenants[0] > now:
             return self._tenants[1]
         rows = await self.principals.list_tenants()
-        snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public))
+        snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public),
+                        {t.name: t.generation for t in rows})
         self._tenants = (now + PRINCIPAL_CACHE_TTL, snap)
         return snap
 
@@ -246,68 +262,99 @@ class AuthService:
             return u == username or u.startswith(robots_of)
         for k in [k for k in self._records if gone(k)]:
             del self._records[k]
-        for k in [k for k, (_, ident) in self._creds.items() if gone(ident.username)]:
+        for k in [k for k, v in self._creds.items() if gone(v[1].username)]:
             del self._creds[k]
 
     # ---- logins ------------------------------------------------------------------
-    def _check_rate(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        window, limit = self.config.failed_login_window, self.config.max_failed_logins
-        for key in keys:
-            q = self._failures.get(key)
-            if not q:
-                continue
-            while q and q[0] <= now - window:
-                q.popleft()
-            if len(q) >= limit:
-                raise TooManyAttempts(max(1, math.ceil(q[0] + window - now)))
-
-    def _record_failure(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        if len(self._failures) > 100000:
-            self._failures = {k: q for k, q in self._failures.items() if q and q[-1] > now - self.config.failed_login_window}
-        for key in keys:
-            q = self._failures.setdefault(key, deque())
-            q.append(now)
-            while len(q) > self.config.max_failed_logins + 1:
-                q.popleft()
+    def _counter_key(self, kind: str, *parts: str) -> str:
+        return f"{kind}:" + hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
     async def login(self, username: str, password: str, remote: str) -> Identity | None:
         """The identity for these credentials, or None. Raises TooManyAttempts.
 
-        A credential verified in the last ``credential_cache_ttl`` seconds is accepted from
-        memory (still checked against the principal's current version), so a storm of
-        token requests pays bcrypt once. Failed attempts count per username and per remote
-        address; the cache path never counts and is never locked out.
+        docs/auth.md "Logins" states the rules; in short:
+
+        * a credential verified in the last ``credential_cache_ttl`` seconds is accepted from
+          memory (still checked against the principal's current version) and never limited;
+          each hit extends it, up to ``CREDENTIAL_CACHE_MAX_AGE`` × the TTL since bcrypt ran;
+        * identical logins from one address arriving together share one check;
+        * at most ``max_logins_in_flight_per_*`` checks run at once per username and per
+          address in this process (checked before any await; more → 429, Retry-After 1);
+        * every check first reserves a failure in the database, shared by every replica:
+          per (username, address) ``max_failed_logins``, per username and per address the much
+          higher global caps (skipped for a pair that logged in within ``KNOWN_PAIR_TTL``). A
+          correct secret gives the reservation back.
         """
-        ckey = hmac.new(self._cache_salt, b"%s\0%s" % (username.encode(), password.encode()), hashlib.sha256).hexdigest()
+        ckey = hmac.new(self._cache_salt, b"%s\0%s" % (username.encode("utf-8", "surrogatepass"),
+                                                        password.encode("utf-8", "surrogatepass")),
+                        hashlib.sha256).hexdigest()
         now = time.monotonic()
         hit = self._creds.get(ckey)
         if hit is not None:
-            if hit[0] > now and hit[1].username == username:
-                ident = await self.current(hit[1])
+            expiry, cached, first = hit
+            if expiry > now and cached.username == username:
+                ident = await self.current(cached)
                 if ident is not None:
+                    ttl = self.config.credential_cache_ttl
+                    self._creds[ckey] = (min(now + ttl, first + CREDENTIAL_CACHE_MAX_AGE * ttl), cached, first)
                     return ident
             self._creds.pop(ckey, None)
-        rate_keys = [f"u:{username}", f"a:{remote}"]
-        self._check_rate(rate_keys)
-        if not username or not password:
-            rec = None
-        elif "+" in username:
-            rec = await self.principals.verify_robot(username, password)
+        flight = (ckey, remote)
+        task = self._checking.get(flight)
+        if task is None:
+            # synchronous: nothing can slip in between this check and the increments
+            if (self._in_flight_user.get(username, 0) >= self.config.max_logins_in_flight_per_username
+                    or self._in_flight_addr.get(remote, 0) >= self.config.max_logins_in_flight_per_address):
+                log.info("login for %r from %s refused: too many logins in flight", username, remote)
+                raise TooManyAttempts(1)
+            self._in_flight_user[username] = self._in_flight_user.get(username, 0) + 1
+            self._in_flight_addr[remote] = self._in_flight_addr.get(remote, 0) + 1
+            # a task of its own: a client that hangs up never leaves a reservation half-done
+            task = asyncio.ensure_future(self._check_login(username, password, remote, ckey))
+            self._checking[flight] = task
+            task.add_done_callback(lambda t: (self._checking.pop(flight, None), t.cancelled() or t.exception()))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _release(counts: dict[str, int], key: str) -> None:
+        n = counts.get(key, 0) - 1
+        if n > 0:
+            counts[key] = n
         else:
-            rec = await self.principals.verify_user(username, password)
-        if rec is None:
-            self._record_failure(rate_keys)
-            log.info("failed login for %r from %s", username, remote)
-            return None
-        self._failures.pop(f"u:{username}", None)
+            counts.pop(key, None)
+
+    async def _check_login(self, username: str, password: str, remote: str, ckey: str) -> Identity | None:
+        cfg = self.config
+        try:
+            pair = self._counter_key("p", username, remote)
+            known = self._counter_key("ok", username, remote)
+            caps = [(self._counter_key("u", username), cfg.max_failed_logins_per_username),
+                    (self._counter_key("a", remote), cfg.max_failed_logins_per_address)]
+            counted, retry_after = await self.principals.reserve_login(
+                (pair, cfg.max_failed_logins), caps, known, cfg.failed_login_window, KNOWN_PAIR_TTL)
+            if retry_after is not None:
+                log.info("login for %r from %s refused: too many failed logins", username, remote)
+                raise TooManyAttempts(retry_after)
+            if not username or not password:
+                rec = None
+            elif "+" in username:
+                rec = await self.principals.verify_robot(username, password)
+            else:
+                rec = await self.principals.verify_user(username, password)
+            if rec is None:
+                log.info("failed login for %r from %s", username, remote)
+                return None  # the reserved failure stays counted
+            await self.principals.login_succeeded(counted, pair, known, cfg.failed_login_window, KNOWN_PAIR_TTL)
+        finally:
+            self._release(self._in_flight_user, username)
+            self._release(self._in_flight_addr, remote)
         ident = identity_of(rec)
+        now = time.monotonic()
         self._records[username] = (now + PRINCIPAL_CACHE_TTL, rec)
-        if self.config.credential_cache_ttl > 0:
+        if cfg.credential_cache_ttl > 0:
             if len(self._creds) > 10000:
                 self._creds = {k: v for k, v in self._creds.items() if v[0] > now}
-            self._creds[ckey] = (now + self.config.credential_cache_ttl, ident)
+            self._creds[ckey] = (now + cfg.credential_cache_ttl, ident, now)
         return ident
 
     # ---- permissions -------------------------------------------------------------
@@ -359,7 +406,23 @@ class AuthService:
                           headers={"kid": self.keys.signing.kid, "typ": "JWT"})
 
     def _berth_claim(self, identity: Identity, use: str) -> dict:
-        return {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
+        claim = {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
+        if identity.tenants is not None:
+            claim["tenants"] = dict(identity.tenants)
+        return claim
+
+    async def service_identity(self, subject: str, access: list[dict]) -> Identity:
+        """A "service" identity (admin-issued token) bound to the tenants its access names, as they
+        are now (read from the database, not the cache): a tenant deleted and created again under
+        the same name, or created only later, is never reached by it."""
+        generations = {t.name: t.generation for t in await self.principals.list_tenants()}
+        bound = {}
+        for e in access:
+            if e.get("type") == "repository":
+                tenant = e.get("name", "").partition("/")[0]
+                if tenant in generations:
+                    bound[tenant] = generations[tenant]
+        return Identity("service", subject, access=tuple(access), tenants=bound)
 
     def issue_token(self, identity: Identity, access: list[dict], ttl: int | None = None) -> dict:
         """A signed registry token: ``{"token", "access_token", "expires_in", "issued_at"}``."""
@@ -447,7 +510,10 @@ class AuthService:
             raise InvalidToken("malformed access claim")
         b = claims.get("berth")
         if isinstance(b, dict) and b.get("kind") == "service" and b.get("use") == "access":
-            ident = Identity("service", claims["sub"], access=tuple(access))
+            bound = b.get("tenants")
+            if not isinstance(bound, dict) or not all(isinstance(v, str) for v in bound.values()):
+                bound = {}  # a token without tenant bindings reaches no repository
+            ident = Identity("service", claims["sub"], access=tuple(access), tenants=bound)
         else:
             ident = await self._principal_from_claims(claims, "access")
         tenants = await self.tenants()

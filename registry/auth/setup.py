@@ -37,6 +37,9 @@ def add_auth_routes(app: web.Application) -> None:
 async def start_auth(svc: Services) -> None:
     """At start-up, after the schema exists: the bootstrap admin."""
     auth = _ensure_service(svc)
+    layout = getattr(svc, "layout", None)
+    if layout is not None:
+        layout.create()  # the SQLite database exists now: make it (and its WAL) private too
     created, generated = await auth.ensure_admin()
     if generated:
         print(

@@ -17,7 +17,8 @@ async def events(client, headers=ADMIN, query=""):
 async def test_actions_are_audited_with_who_what_when_where(client):
     await client.post("/admin/tenants", json={"name": "initech"}, headers=ADMIN)
     await client.post("/admin/users", json={"username": "erin", "password": "erin-password"}, headers=ADMIN)
-    await client.put("/admin/tenants/acme/members/erin", json={"role": "reader"}, headers=ALICE)
+    await client.put("/admin/tenants/acme/members/erin", json={"role": "reader"}, headers=ADMIN)
+    await client.put("/admin/tenants/acme/members/erin", json={"role": "writer"}, headers=ALICE)
     await client.post("/admin/tenants/acme/robots", json={"name": "ci", "actions": ["pull"]}, headers=ALICE)
     await client.post("/admin/tenants/acme/robots/ci/rotate", headers=ALICE)
     await client.post("/admin/tenants/acme/pull-secrets", json={"namespace": "shop", "robot": "k"}, headers=ALICE)
@@ -30,15 +31,15 @@ async def test_actions_are_audited_with_who_what_when_where(client):
     await client.delete("/admin/tenants/initech", headers=ADMIN)
     evs = await events(client)
     assert [e["action"] for e in reversed(evs)] == [
-        "tenant.create", "user.create", "member.set", "robot.create", "robot.rotate", "robot.create",
+        "tenant.create", "user.create", "member.set", "member.set", "robot.create", "robot.rotate", "robot.create",
         "pull-secret.create", "robot.delete", "member.remove", "tenant.update", "user.password", "token.issue",
         "user.delete", "tenant.delete",
     ]
     for e in evs:
         assert e["remote"] == "127.0.0.1" and e["at"].endswith("Z") and isinstance(e["id"], int)
-    by_action = {e["action"]: e for e in evs}
+    by_action = {e["action"]: e for e in reversed(evs)}  # the newest of each action
     assert by_action["member.set"]["actor"] == "alice" and by_action["member.set"]["tenant"] == "acme"
-    assert by_action["member.set"]["target"] == "erin" and by_action["member.set"]["detail"]["role"] == "reader"
+    assert by_action["member.set"]["target"] == "erin" and by_action["member.set"]["detail"] == {"role": "writer", "previous": "reader"}
     assert by_action["robot.rotate"]["target"] == "acme+ci"
     assert by_action["token.issue"]["actor"] == "admin"
     assert "secret" not in str(evs).lower().replace("pull-secret", "")

@@ -73,6 +73,10 @@ async def test_delete_user(client, auth):
 
 
 async def test_owner_manages_members_of_own_tenant(client, principals):
+    # an administrator adds people; the owner then manages their roles
+    await err(await client.put("/admin/tenants/acme/members/dave", json={"role": "writer"}, headers=ALICE),
+              404, "NAME_UNKNOWN")
+    assert (await client.put("/admin/tenants/acme/members/dave", json={"role": "reader"}, headers=ADMIN)).status == 200
     r = await client.put("/admin/tenants/acme/members/dave", json={"role": "writer"}, headers=ALICE)
     assert r.status == 200
     assert await r.json() == {"tenant": "acme", "username": "dave", "role": "writer"}

@@ -17,6 +17,11 @@ def basic(username: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
 
 
+def from_address(address: str) -> dict[str, str]:
+    """Headers making the request come from ``address`` (the test client is a trusted proxy)."""
+    return {"X-Forwarded-For": address}
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -33,8 +38,11 @@ def config(tmp_path, database_url) -> Config:
     cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
     cfg.auth.enabled = True
     cfg.auth.admin_password = ADMIN_PASSWORD
-    cfg.auth.max_failed_logins = 5
+    cfg.auth.max_failed_logins = 5  # per (username, address)
     cfg.auth.failed_login_window = 300
+    cfg.auth.max_failed_logins_per_username = 12  # all addresses together
+    cfg.auth.max_failed_logins_per_address = 12  # all usernames together
+    cfg.auth.trusted_proxies = ["127.0.0.1/32", "::1/128"]  # tests pick their client address with X-Forwarded-For
     return cfg
 
 

@@ -9,7 +9,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.auth import service as service_mod
-from registry.auth.service import Identity
 from tests.conftest import error_code, push_blob, push_image
 
 from .conftest import As, basic, bearer, challenge_of, get_token
@@ -318,16 +317,18 @@ async def test_removed_membership_kills_old_token(client, world, principals, aut
     await principals.remove_membership("acme", "carol")
     auth.forget("carol")
     r = await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(tok))
-    assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
+    assert r.status == 401 and (await challenge_of(r))["error"] == "insufficient_scope"
     fresh = await token_for(client, "carol", "repository:acme/app:pull,push", world=world)
     assert (await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(fresh))).status == 401
 
 
-async def test_downgraded_role_kills_old_token(client, world, principals, auth):
+async def test_downgraded_role_takes_push_from_old_token(client, world, principals, auth):
     tok = await token_for(client, "carol", "repository:acme/app:pull,push", world=world)
     await principals.set_membership("acme", "carol", "reader")
     auth.forget("carol")
-    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 401
+    r = await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(tok))
+    assert r.status == 401 and (await challenge_of(r))["error"] == "insufficient_scope"
+    assert (await client.get("/v2/acme/app/tags/list", headers=bearer(tok))).status == 404  # pull remains
 
 
 async def test_recreated_user_does_not_revive_old_tokens(client, world, principals, auth):
@@ -349,7 +350,7 @@ async def test_deleted_tenant_kills_its_robots(client, world, principals, auth):
 async def test_service_token_from_issue_token(client, world, auth):
     access = [{"type": "repository", "name": "acme/app", "actions": ["pull"]},
               {"type": "repository", "name": "notenant/app", "actions": ["pull", "push"]}]
-    body = auth.issue_token(Identity("service", "ci-system", access=tuple(access)), access, ttl=60)
+    body = auth.issue_token(await auth.service_identity("ci-system", access), access, ttl=60)
     assert body["expires_in"] == 60
     assert (await client.get("/v2/acme/app/tags/list", headers=bearer(body["token"]))).status == 404
     assert (await client.post("/v2/acme/app/blobs/uploads/", headers=bearer(body["token"]))).status == 401
@@ -438,3 +439,29 @@ async def test_cached_token_does_not_cover_a_tampered_copy(client, world):
     forged = f"{head}.{payload}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
     r = await client.get("/v2/acme/app/tags/list", headers=bearer(forged))
     assert r.status == 401 and (await challenge_of(r))["error"] == "invalid_token"
+
+
+# ---- the action comes from the matched route, never from the path text (issue 11, finding 6) ----
+
+
+@pytest.mark.parametrize("name", ["acme/blobs/uploads/x", "acme/x/blobs/uploads", "acme/manifests/blobs/uploads/y"])
+async def test_push_only_principal_cannot_delete_in_repositories_named_like_routes(client, world, name):
+    writer = As(client, basic(*world["carol"]))  # pull, push: never delete
+    digest, _, _, layers = await push_image(writer, name, "v1")
+    for path in (f"/v2/{name}/manifests/{digest}", f"/v2/{name}/blobs/{layers[0]}"):
+        r = await writer.delete(path)
+        assert r.status == 401, await r.text()
+        assert await error_code(r) == "UNAUTHORIZED"
+        ch = await challenge_of(r)
+        assert ch["error"] == "insufficient_scope" and ch["scope"] == f"repository:{name}:delete"
+    tok = await token_for(client, "carol", f"repository:{name}:pull,push,delete", world=world)
+    r = await client.delete(f"/v2/{name}/manifests/{digest}", headers=bearer(tok))
+    assert r.status == 401 and (await challenge_of(r))["error"] == "insufficient_scope"
+    r = await writer.get(f"/v2/{name}/tags/list")
+    assert r.status == 200 and (await r.json())["tags"] == ["v1"]
+    # cancelling an upload is part of pushing; the owner may delete
+    r = await writer.post(f"/v2/{name}/blobs/uploads/")
+    assert r.status == 202
+    assert (await writer.delete(r.headers["Location"])).status == 204
+    owner = As(client, basic(*world["alice"]))
+    assert (await owner.delete(f"/v2/{name}/manifests/{digest}")).status == 202

@@ -97,7 +97,7 @@ def test_skopeo_push_and_pull_with_verified_tls(tls_berth, skopeo, workdir):
     host = base.removeprefix("https://")
     admin = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
     req = urllib.request.Request(base + "/admin/tenants", data=json.dumps({"name": "acme"}).encode(),
-                                 headers={"Authorization": admin}, method="POST")
+                                 headers={"Authorization": admin, "Content-Type": "application/json"}, method="POST")
     assert urllib.request.urlopen(req, context=ctx, timeout=10).status == 201
     certs = work / "certs"
     certs.mkdir(exist_ok=True)
