@@ -17,15 +17,31 @@ from sqlalchemy.exc import IntegrityError
 from . import digest as digests
 from .db import Database, upsert_insert
 from .errors import (
+    BlobDeleting,
     BlobInUse,
     BlobUnknown,
     ManifestBlobUnknown,
     ManifestInUse,
     ManifestUnknown,
     NameUnknown,
+    UploadBusy,
+    UploadOutOfOrder,
+    UploadUnknown,
 )
 from .manifests import ParsedManifest
 from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Upload
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """What the database knows of an upload session (everything a replica needs to continue it)."""
+    id: str
+    repository: str
+    offset: int
+    hash_state: bytes | None
+    driver_state: dict
+    started_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -73,7 +89,10 @@ _MANIFEST_BY_TAG = (
     .join(Repository, Repository.id == Tag.repository_id)
     .where(Repository.name == bindparam("name"), Tag.name == bindparam("reference"))
 )
-_UPLOAD_REPOSITORY = select(Upload.repository).where(Upload.id == bindparam("id"))
+_UPLOAD_ROW = select(
+    Upload.id, Upload.repository, Upload.offset, Upload.hash_state, Upload.driver_state,
+    Upload.started_at, Upload.updated_at, Upload.lease_token, Upload.lease_expires_at,
+).where(Upload.id == bindparam("id"))
 
 
 def _repo_id(conn: Connection, name: str) -> int | None:
@@ -95,14 +114,31 @@ def _existing_repo(conn: Connection, name: str) -> int:
     return rid
 
 
+def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = None) -> bool:
+    """Insert the blob row or mark the existing one used now (``last_used_at``); False, changing
+    nothing, while garbage collection has it marked for deletion (``deleting_at``), unless that
+    mark is older than ``steal_before`` (a collector that died midway): then it is cleared.
+
+    One statement, so it is atomic on both databases; on PostgreSQL it also locks the row until
+    the transaction ends, so a collector's mark waits for it, then sees the fresh
+    ``last_used_at`` and leaves the row alone."""
+    now = time.time()
+    stmt = upsert_insert(conn, Blob).values(digest=digest, size=size, created_at=now, last_used_at=now)
+    live = Blob.deleting_at.is_(None)
+    if steal_before is not None:
+        live = live | (Blob.deleting_at < steal_before)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Blob.digest], set_={"last_used_at": now, "deleting_at": None}, where=live
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
 def _link(conn: Connection, name: str, digest: str, size: int) -> None:
     rid = _ensure_repo(conn, name)
-    # insert the blob row, or lock the existing one until this transaction ends (a no-op
-    # DO UPDATE): a concurrent garbage collection cannot delete it between here and the
-    # link below (on PostgreSQL that would fail the push on the foreign key; it waits
-    # instead, then finds the link and keeps the blob). SQLite serialises writers anyway.
-    stmt = upsert_insert(conn, Blob).values(digest=digest, size=size, created_at=time.time())
-    conn.execute(stmt.on_conflict_do_update(index_elements=[Blob.digest], set_={"size": Blob.size}))
+    # pin the blob row first (which also locks it on PostgreSQL): a row garbage collection has
+    # marked is never linked, and a collector cannot mark a row a link is being made to
+    if not _pin(conn, digest, size):
+        raise BlobDeleting(detail={"digest": digest})
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
 
 
@@ -154,9 +190,15 @@ class Catalog:
         params = {"name": name, "digest": digest}
         return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
 
+    async def pin_blob(self, digest: str, size: int, steal_before: float | None = None) -> bool:
+        """Before placing content: insert or refresh the blob row; False while garbage
+        collection is deleting it (see ``_pin``)."""
+        return await self.db.write(_pin, digest, size, steal_before)
+
     async def link_blob(self, name: str, digest: str, size: int, *, finished_upload: str | None = None) -> None:
         """Record that ``name`` may serve the (stored) blob ``digest``; optionally end the
-        upload session that produced it, in the same transaction."""
+        upload session that produced it, in the same transaction. Raises BlobDeleting when
+        garbage collection has marked the blob."""
 
         def run(conn: Connection) -> None:
             _link(conn, name, digest, size)
@@ -164,6 +206,25 @@ class Catalog:
                 conn.execute(delete(Upload).where(Upload.id == finished_upload))
 
         await self.db.write(run)
+
+    async def mount_blob(self, source: str, name: str, digest: str) -> int | None:
+        """Link ``digest`` into ``name`` when ``source`` may serve it and garbage collection has
+        not marked it; its size, or None (then the client uploads it)."""
+
+        def run(conn: Connection) -> int | None:
+            size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
+            if size is None:
+                return None
+            rid = _ensure_repo(conn, name)
+            if not _pin(conn, digest, size):
+                return None
+            _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+            return size
+
+        try:
+            return await self.db.write(run)
+        except IntegrityError:  # PostgreSQL: the row went between the size and the pin
+            return None
 
     async def unlink_blob(self, name: str, digest: str) -> None:
         """Remove a blob from a repository; refused while a manifest there references it."""
@@ -212,24 +273,52 @@ class Catalog:
         stmt = delete(RepositoryBlob).where(RepositoryBlob.created_at < before, ~exists(referenced))
         return await self.db.write(lambda c: c.execute(stmt).rowcount or 0)
 
-    async def unreferenced_blobs(self) -> list[str]:
-        """Blobs no repository links (candidates for garbage collection)."""
-        q = select(Blob.digest).where(~exists().where(RepositoryBlob.digest == Blob.digest))
-        return await self.db.read(lambda c: list(c.execute(q).scalars().all()))
+    async def mark_unused_blobs(self, used_before: float, mark: float, stale_before: float, limit: int = 500) -> list[tuple[str, int]]:
+        """Garbage collection, step 1 of 3: mark (``deleting_at = mark``) up to ``limit`` blob
+        rows no repository links and nothing used since ``used_before``, and marks older than
+        ``stale_before`` (a collector that died midway); return their (digest, size). One
+        conditional UPDATE: a concurrent pin or link either precedes it (the row is fresh or
+        linked, so it is skipped) or fails on the mark."""
+        def eligible(blob):
+            return (
+                ~exists().where(RepositoryBlob.digest == blob.digest),
+                blob.last_used_at < used_before,
+                blob.deleting_at.is_(None) | (blob.deleting_at < stale_before),
+            )
 
-    async def forget_blob(self, digest: str) -> bool:
-        """Drop an unlinked blob's row; False when some repository linked it meanwhile."""
+        inner = Blob.__table__.alias("candidate")
+        candidates = select(inner.c.digest).where(*eligible(inner.c)).limit(limit)
+        stmt = (
+            update(Blob)
+            .where(Blob.digest.in_(candidates), *eligible(Blob))
+            .values(deleting_at=mark)
+            .returning(Blob.digest, Blob.size)
+        )
+        return await self.db.write(lambda c: [(d, n) for d, n in c.execute(stmt).all()])
 
-        def run(conn: Connection) -> bool:
-            if conn.execute(select(exists().where(RepositoryBlob.digest == digest))).scalar():
-                return False
-            conn.execute(delete(Blob).where(Blob.digest == digest))
-            return True
+    async def mark_orphans(self, digests: list[str], mark: float) -> list[str]:
+        """Content with no blob row (a crash between placing and linking, or a lost row): insert
+        rows already marked, so that a push of the same digest waits for the collector rather
+        than linking content about to go. The digests marked (those still without a row)."""
 
-        try:
-            return await self.db.write(run)
-        except IntegrityError:  # PostgreSQL: a push linked it after the check above
-            return False
+        def run(conn: Connection) -> list[str]:
+            out = []
+            for digest in digests:
+                stmt = upsert_insert(conn, Blob).values(
+                    digest=digest, size=0, created_at=mark, last_used_at=0, deleting_at=mark
+                )
+                if conn.execute(stmt.on_conflict_do_nothing()).rowcount:
+                    out.append(digest)
+            return out
+
+        return await self.db.write(run)
+
+    async def forget_blobs(self, digests: list[str], mark: float) -> int:
+        """Step 3: drop the rows this collector marked (``deleting_at = mark``) once their content is gone."""
+        if not digests:
+            return 0
+        stmt = delete(Blob).where(Blob.digest.in_(digests), Blob.deleting_at == mark)
+        return await self.db.write(lambda c: c.execute(stmt).rowcount or 0)
 
     async def known_blobs(self) -> set[str]:
         return await self.db.read(lambda c: set(c.execute(select(Blob.digest)).scalars().all()))
@@ -248,11 +337,16 @@ class Catalog:
             rid = _ensure_repo(conn, name)
             missing: list[str] = []
             if parsed.blobs:
+                # an UPDATE, not a SELECT: it locks the links until this transaction ends and makes
+                # them young, so garbage collection's removal of unreferenced links (a DELETE on
+                # `created_at < cutoff`) either happened before (the link is missing here) or
+                # re-checks the row after this commit and keeps it (PostgreSQL, READ COMMITTED)
                 have = set(
                     conn.execute(
-                        select(RepositoryBlob.digest).where(
-                            RepositoryBlob.repository_id == rid, RepositoryBlob.digest.in_(parsed.blobs)
-                        )
+                        update(RepositoryBlob)
+                        .where(RepositoryBlob.repository_id == rid, RepositoryBlob.digest.in_(parsed.blobs))
+                        .values(created_at=time.time())
+                        .returning(RepositoryBlob.digest)
                     ).scalars()
                 )
                 missing += [d for d in parsed.blobs if d not in have]
@@ -385,28 +479,101 @@ class Catalog:
         return out
 
     # ---- upload sessions -----------------------------------------------------
-    async def create_upload(self, upload_id: str, name: str) -> None:
+    async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
         now = time.time()
-        stmt = Upload.__table__.insert().values(id=upload_id, repository=name, started_at=now, updated_at=now)
+        stmt = Upload.__table__.insert().values(
+            id=upload_id, repository=name, started_at=now, updated_at=now, offset=0,
+            hash_state=hash_state, driver_state=json.dumps(driver_state),
+        )
         await self.db.write(lambda c: c.execute(stmt))
 
-    async def upload_repository(self, upload_id: str) -> str | None:
-        return await self.db.read(lambda c: c.execute(_UPLOAD_REPOSITORY, {"id": upload_id}).scalar())
+    async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
+        """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""
+        row = await self.db.read(lambda c: c.execute(_UPLOAD_ROW, {"id": upload_id}).first())
+        if row is None or row.repository != name:
+            raise UploadUnknown(detail={"upload": upload_id})
+        return _upload_record(row)
 
-    async def touch_upload(self, upload_id: str) -> None:
-        stmt = update(Upload).where(Upload.id == upload_id).values(updated_at=time.time())
+    async def claim_upload(
+        self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None
+    ) -> UploadRecord:
+        """Take the session's lease (compare-and-set): nobody else holds an unexpired one and,
+        when ``start`` is given, the committed offset is ``start``. Raises UploadUnknown, or
+        UploadBusy / UploadOutOfOrder (with the committed offset) when the lease is refused."""
+        now = time.time()
+        cond = [
+            Upload.id == upload_id,
+            Upload.repository == name,
+            Upload.lease_token.is_(None) | (Upload.lease_expires_at < now),
+        ]
+        if start is not None:
+            cond.append(Upload.offset == start)
+        stmt = update(Upload).where(*cond).values(lease_token=token, lease_expires_at=expires_at)
+
+        def run(conn: Connection) -> UploadRecord:
+            claimed = conn.execute(stmt).rowcount == 1
+            row = conn.execute(_UPLOAD_ROW, {"id": upload_id}).first()
+            if row is None or row.repository != name:
+                raise UploadUnknown(detail={"upload": upload_id})
+            if not claimed:
+                if row.lease_token is not None and row.lease_expires_at >= now:
+                    raise UploadBusy(row.offset)
+                raise UploadOutOfOrder(row.offset)
+            return _upload_record(row)
+
+        return await self.db.write(run)
+
+    async def renew_upload_lease(self, upload_id: str, token: str, expires_at: float) -> bool:
+        """Extend a held lease (a long body is streaming); False when it is no longer held."""
+        stmt = (
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.lease_token == token)
+            .values(lease_expires_at=expires_at, updated_at=time.time())
+        )
+        return await self.db.write(lambda c: c.execute(stmt).rowcount == 1)
+
+    async def save_upload(
+        self, upload_id: str, token: str, offset: int, hash_state: bytes | None, driver_state: dict, *, release: bool = True
+    ) -> bool:
+        """Record a successful append (and release the lease), if the lease is still held."""
+        values = {"offset": offset, "hash_state": hash_state, "driver_state": json.dumps(driver_state),
+                  "updated_at": time.time()}
+        if release:
+            values |= {"lease_token": None, "lease_expires_at": None}
+        stmt = update(Upload).where(Upload.id == upload_id, Upload.lease_token == token).values(**values)
+        return await self.db.write(lambda c: c.execute(stmt).rowcount == 1)
+
+    async def release_upload(self, upload_id: str, token: str) -> None:
+        """Give the lease back, changing nothing else (a failed append)."""
+        stmt = (
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.lease_token == token)
+            .values(lease_token=None, lease_expires_at=None)
+        )
         await self.db.write(lambda c: c.execute(stmt))
 
     async def delete_upload(self, upload_id: str) -> None:
         stmt = delete(Upload).where(Upload.id == upload_id)
         await self.db.write(lambda c: c.execute(stmt))
 
-    async def stale_uploads(self, older_than: float) -> list[str]:
-        q = select(Upload.id).where(Upload.updated_at < older_than)
-        return await self.db.read(lambda c: list(c.execute(q).scalars().all()))
+    async def stale_uploads(self, older_than: float) -> list[tuple[str, dict]]:
+        """(id, driver state) of sessions idle since before ``older_than`` and not being written."""
+        now = time.time()
+        q = select(Upload.id, Upload.driver_state).where(
+            Upload.updated_at < older_than, Upload.lease_token.is_(None) | (Upload.lease_expires_at < now)
+        )
+        rows = await self.db.read(lambda c: c.execute(q).all())
+        return [(i, json.loads(state) if state else {}) for i, state in rows]
 
     async def upload_ids(self) -> set[str]:
         return await self.db.read(lambda c: set(c.execute(select(Upload.id)).scalars().all()))
 
 
-__all__ = ["Catalog", "ManifestRecord"]
+def _upload_record(row) -> UploadRecord:
+    return UploadRecord(
+        row.id, row.repository, row.offset, row.hash_state,
+        json.loads(row.driver_state) if row.driver_state else {}, row.started_at, row.updated_at,
+    )
+
+
+__all__ = ["Catalog", "ManifestRecord", "UploadRecord"]

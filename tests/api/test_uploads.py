@@ -363,7 +363,7 @@ async def test_patch_keeps_an_active_session_from_expiring(client):
     from sqlalchemy import update
 
     from registry.services import SERVICES
-    from storage.gc import purge_uploads
+    from storage.gc import sweep_uploads
     from storage.models import Upload
 
     svc = client.server.app[SERVICES]
@@ -374,7 +374,7 @@ async def test_patch_keeps_an_active_session_from_expiring(client):
     stmt = update(Upload).where(Upload.id == uuid).values(started_at=long_ago, updated_at=long_ago)
     await svc.db.write(lambda c: c.execute(stmt))
     assert (await client.patch(loc, data=b"still going")).status == 202  # …but is in use now
-    assert await purge_uploads(svc.catalog, svc.blobs, time.time() - 3600) == 0
+    assert await sweep_uploads(svc.catalog, svc.driver, expiry=3600) == 0
     r = await client.get(loc)
     assert r.status == 204
     assert r.headers["Range"] == "0-10"
@@ -386,7 +386,7 @@ async def test_idle_session_expires(client):
     from sqlalchemy import update
 
     from registry.services import SERVICES
-    from storage.gc import purge_uploads
+    from storage.gc import sweep_uploads
     from storage.models import Upload
 
     svc = client.server.app[SERVICES]
@@ -396,7 +396,7 @@ async def test_idle_session_expires(client):
     long_ago = time.time() - 10 * 24 * 3600
     stmt = update(Upload).where(Upload.id == uuid).values(updated_at=long_ago)
     await svc.db.write(lambda c: c.execute(stmt))
-    assert await purge_uploads(svc.catalog, svc.blobs, time.time() - 3600) == 1
+    assert await sweep_uploads(svc.catalog, svc.driver, expiry=3600) == 1
     r = await client.get(loc)
     assert r.status == 404
     assert await error_code(r) == "BLOB_UPLOAD_UNKNOWN"

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from storage import db
-from storage.blobs import BlobStore
+from storage.content.filesystem import FilesystemDriver
 from storage.catalog import Catalog
 from storage.digest import of_bytes
 from storage.manifests import parse
@@ -30,7 +30,7 @@ async def env(tmp_path, database_url):
     layout.create()
     database = db.Database(database_url or db.default_url(layout))
     await database.create_schema()
-    yield Catalog(database), BlobStore(layout), database
+    yield Catalog(database), FilesystemDriver(layout.root), database
     await database.dispose()
 
 
@@ -121,16 +121,32 @@ async def test_concurrent_first_pushes_into_a_new_repository(env):
 
 
 async def test_gc_and_push_of_one_blob_race(env):
-    """forget_blob against link_blob of the same digest: neither raises, and the outcome is consistent."""
+    """A collector marking an unused blob against a push linking it: exactly one wins, and
+    a blob is never both linked and marked for deletion."""
+    import time
+
+    from sqlalchemy import update
+
+    from storage.errors import BlobDeleting
+
     catalog, _, database = env
     d = of_bytes(b"layer")
-    await catalog.link_blob("a/b", d, 5)
-    await catalog.unlink_blob("a/b", d)
     for _ in range(5):
-        results = await asyncio.gather(catalog.forget_blob(d), catalog.link_blob("c/d", d, 5), catalog.forget_blob(d))
-        linked = await catalog.blob_size("c/d", d)
-        assert linked == 5 and d in await catalog.known_blobs(), results
-        await catalog.unlink_blob("c/d", d)
+        await catalog.link_blob("a/b", d, 5)
+        await catalog.unlink_blob("a/b", d)
+        await database.write(lambda c: c.execute(update(Blob).values(last_used_at=time.time() - 10)))
+        mark = time.time()
+        marked, linked = await asyncio.gather(
+            catalog.mark_unused_blobs(mark - 5, mark, mark - 900), catalog.link_blob("c/d", d, 5),
+            return_exceptions=True,
+        )
+        if isinstance(linked, BlobDeleting):
+            assert marked == [(d, 5)] and await catalog.blob_size("c/d", d) is None
+            assert await catalog.forget_blobs([d], mark) == 1
+        else:
+            assert linked is None and marked == [], (marked, linked)
+            assert await catalog.blob_size("c/d", d) == 5
+            await catalog.unlink_blob("c/d", d)
 
 
 async def test_long_values_round_trip(env):

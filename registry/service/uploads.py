@@ -1,0 +1,308 @@
+"""The upload service: blob upload sessions any replica can continue.
+
+Everything about a session lives in its database row (``storage.models.Upload``): the
+committed offset, the SHA-256 state at that offset (``storage.content.hashing``), the
+content driver's state, and a lease. A PATCH or PUT:
+
+1. claims the lease with one compare-and-set UPDATE (no unexpired lease held by another
+   request; and ``offset = start`` when Content-Range gives a start). The loser of two
+   concurrent requests, or a chunk that does not start at the offset, gets
+   ``UploadOutOfOrder`` (416 with the committed offset) before a byte is read;
+2. streams the body through the hash into ``driver.append`` at the committed offset,
+   renewing the lease while a long body streams (``LEASE`` seconds, renewed every
+   ``RENEW``; the writer stops if it cannot renew in time);
+3. records the new offset, hash state and driver state and releases the lease in one UPDATE
+   conditioned on still holding it. On any failure the row stays as it was: bytes written
+   past the offset are ignored (and overwritten) by the next append.
+
+PUT ?digest= then verifies the digest from the hash state at the database's offset (or
+re-hashes the upload through ``driver.read_upload`` when there is no state: a sha512
+digest, or no libcrypto), and ``Blobs.place`` commits exactly that many bytes
+(``driver.commit(size=offset)`` refuses fewer): what is placed is what was hashed.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+
+from storage import digest as digests
+from storage.catalog import Catalog
+from storage.content import ContentDriver
+from storage.content.hashing import ResumableSHA256, resumable_sha256
+from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, SizeInvalid, UploadBusy, UploadUnknown
+
+from .blobs import Blobs
+
+log = logging.getLogger("berth.uploads")
+
+BUFFER = 1 << 20  # bytes gathered before one hash hop to the thread pool and one driver write
+LEASE = 30.0  # seconds a claimed session stays leased without renewal
+RENEW = 10.0  # seconds between renewals while a body streams
+MARGIN = 5.0  # stop writing this long before the lease would lapse unrenewed
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    upload_id: str
+    offset: int
+
+
+class _Lease:
+    """A held upload lease, renewed in the background while the body streams."""
+
+    def __init__(self, catalog: Catalog, upload_id: str, token: str, offset: int, claimed_at: float) -> None:
+        self.catalog = catalog
+        self.upload_id = upload_id
+        self.token = token
+        self.offset = offset
+        self.deadline = claimed_at + LEASE  # time.monotonic() after which the lease may be another's
+        self.lost = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._renew())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(RENEW)
+            sent = time.monotonic()
+            try:
+                held = await self.catalog.renew_upload_lease(self.upload_id, self.token, time.time() + LEASE)
+            except Exception:  # the database hiccuped: try again; check() stops the writer in time
+                log.warning("could not renew the lease of upload %s", self.upload_id, exc_info=True)
+                continue
+            if not held:
+                self.lost = True
+                return
+            self.deadline = sent + LEASE
+
+    def check(self) -> None:
+        """Raise before writing when the lease is (or may be) no longer ours."""
+        if self.lost or time.monotonic() > self.deadline - MARGIN:
+            self.lost = True
+            raise UploadBusy(self.offset)
+
+
+class Uploads:
+    def __init__(self, catalog: Catalog, driver: ContentDriver, blobs: Blobs, max_blob_size: int | None) -> None:
+        self.catalog = catalog
+        self.driver = driver
+        self.blobs = blobs
+        self.max_blob_size = max_blob_size
+
+    # ---- starting ----------------------------------------------------------------------
+    async def start(self, name: str) -> UploadStatus:
+        upload_id = uuid.uuid4().hex
+        state = await self.driver.start_upload(upload_id)
+        hasher = resumable_sha256()
+        try:
+            await self.catalog.create_upload(upload_id, name, hasher.state() if hasher else None, state)
+        except BaseException:
+            await asyncio.shield(self.driver.abort(upload_id, state))
+            raise
+        return UploadStatus(upload_id, 0)
+
+    async def mount(self, name: str, digest: str, source: str) -> bool:
+        """Cross-repository mount: link ``digest`` from ``source`` (which the caller may pull).
+        False when it cannot be mounted (unknown there, missing content, being garbage
+        collected): the client then uploads it."""
+        if await self.catalog.blob_size(source, digest) is None or await self.driver.stat(digest) is None:
+            return False
+        return await self.catalog.mount_blob(source, name, digest) is not None
+
+    async def put(self, name: str, digest: str, chunks: AsyncIterable[bytes], length: int | None) -> None:
+        """Monolithic upload (POST ?digest=): stream, verify, place, link. No session row."""
+        algorithm, _ = digests.parse(digest)
+        self._check_length(0, length)
+        upload_id = uuid.uuid4().hex
+        state = await self.driver.start_upload(upload_id)
+        placed = False
+        try:
+            hasher = digests.new_hasher(algorithm)
+            written, state = await self.driver.append(
+                upload_id, state, 0, self._metered(chunks, hasher, 0, length, None)
+            )
+            _verify(digest, f"{algorithm}:{hasher.hexdigest()}")
+            await self.blobs.place(name, digest, written, upload_id, state, session=False)
+            placed = True
+        finally:
+            if not placed:
+                await asyncio.shield(self.driver.abort(upload_id, state))
+
+    # ---- a session -----------------------------------------------------------------------
+    async def status(self, name: str, upload_id: str) -> UploadStatus:
+        record = await self.catalog.get_upload(upload_id, name)
+        return UploadStatus(upload_id, record.offset)
+
+    async def append(
+        self, name: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None, length: int | None
+    ) -> UploadStatus:
+        """PATCH: one chunk at the committed offset."""
+        self._check_length(start or 0, length)
+        lease, record = await self._claim(name, upload_id, start)
+        try:
+            offset, _hasher, _state = await self._write(lease, record, chunks, length, release=True)
+        except BaseException:
+            await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
+            raise
+        return UploadStatus(upload_id, offset)
+
+    async def finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest: str,
+        chunks: AsyncIterable[bytes] | None,
+        start: int | None,
+        length: int | None,
+    ) -> None:
+        """PUT ?digest=: an optional last chunk, then verify what the database says was
+        received and place exactly that. A wrong digest (or an upload holding fewer bytes
+        than recorded) deletes the session and keeps nothing."""
+        algorithm, _ = digests.parse(digest)
+        if chunks is not None:
+            self._check_length(start or 0, length)
+        lease, record = await self._claim(name, upload_id, start if chunks is not None else None)
+        done = False
+        try:
+            offset, hasher, state = record.offset, None, record.driver_state
+            if record.hash_state is not None:
+                hasher = ResumableSHA256.from_state(record.hash_state)
+            if chunks is not None:
+                offset, hasher, state = await self._write(lease, record, chunks, length, release=False)
+            if algorithm == "sha256" and hasher is not None:
+                actual = f"sha256:{hasher.hexdigest()}"
+            else:  # no running state for this algorithm: read the committed bytes back
+                actual = await self._rehash(upload_id, state, offset, algorithm)
+            try:
+                _verify(digest, actual)
+                await self.blobs.place(name, digest, offset, upload_id, state, session=True)
+            except (DigestInvalid, SizeInvalid, BlobDeleting):
+                await self._discard(upload_id, state)  # nothing is kept
+                done = True
+                raise
+            done = True
+        finally:
+            if not done:
+                await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        record = await self.catalog.get_upload(upload_id, name)
+        await self._discard(upload_id, record.driver_state)
+
+    # ---- internals -------------------------------------------------------------------------
+    def _check_length(self, start: int, length: int | None) -> None:
+        """Refuse before reading a byte when the announced size passes max_blob_size."""
+        if self.max_blob_size is not None and length is not None and start + length > self.max_blob_size:
+            raise BlobTooLarge(self.max_blob_size)
+
+    async def _claim(self, name: str, upload_id: str, start: int | None) -> tuple[_Lease, object]:
+        token = uuid.uuid4().hex
+        claimed_at = time.monotonic()
+        record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start)
+        return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
+
+    async def _write(self, lease: _Lease, record, chunks, length, *, release: bool):
+        """Append under the lease; record the result. (offset, hasher, driver state)."""
+        hasher = None
+        if record.hash_state is not None:
+            hasher = ResumableSHA256.from_state(record.hash_state)
+        elif record.offset == 0:
+            hasher = resumable_sha256()
+        if self.max_blob_size is not None and length is not None and record.offset + length > self.max_blob_size:
+            raise BlobTooLarge(self.max_blob_size)
+        lease.start()
+        try:
+            written, state = await self.driver.append(
+                record.id, record.driver_state, record.offset,
+                self._metered(chunks, hasher, record.offset, length, lease),
+            )
+        finally:
+            await lease.stop()
+        lease.check()
+        offset = record.offset + written
+        saved = await self.catalog.save_upload(
+            record.id, lease.token, offset, hasher.state() if hasher else None, state, release=release
+        )
+        if not saved:  # the lease lapsed (or the session was deleted) meanwhile: our bytes do not count
+            raise UploadBusy(record.offset)
+        return offset, hasher, state
+
+    async def _metered(
+        self, chunks: AsyncIterable[bytes], hasher, offset: int, length: int | None, lease: _Lease | None
+    ) -> AsyncIterator[bytes]:
+        """The body in ~BUFFER pieces, hashed in the thread pool, checked against the announced
+        length and max_blob_size as it arrives (raising stops the driver's append)."""
+        loop = asyncio.get_running_loop()
+        limit = self.max_blob_size
+        total = 0
+        pending: list[bytes] = []
+        pending_size = 0
+
+        async def emit() -> bytes:
+            buf = pending[0] if len(pending) == 1 else b"".join(pending)
+            pending.clear()
+            if lease is not None:
+                lease.check()
+            if hasher is not None:
+                await loop.run_in_executor(None, hasher.update, buf)
+            return buf
+
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            total += len(chunk)
+            if limit is not None and offset + total > limit:
+                raise BlobTooLarge(limit)
+            if length is not None and total > length:
+                raise SizeInvalid(f"received more than the {length} bytes announced")
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= BUFFER:
+                pending_size = 0
+                yield await emit()
+        if pending:
+            yield await emit()
+        if length is not None and total != length:
+            raise SizeInvalid(f"expected {length} bytes, received {total}")
+
+    async def _rehash(self, upload_id: str, state, size: int, algorithm: str) -> str:
+        loop = asyncio.get_running_loop()
+        h = hashlib.new(algorithm)
+        received = 0
+        async for chunk in self.driver.read_upload(upload_id, state, size):
+            received += len(chunk)
+            await loop.run_in_executor(None, h.update, chunk)
+        if received != size:
+            raise SizeInvalid(f"upload holds {received} bytes, fewer than the {size} recorded", {"upload": upload_id})
+        return f"{algorithm}:{h.hexdigest()}"
+
+    async def _discard(self, upload_id: str, state) -> None:
+        async def run() -> None:
+            try:
+                await self.driver.abort(upload_id, state)
+            finally:
+                await self.catalog.delete_upload(upload_id)
+
+        await asyncio.shield(run())
+
+
+def _verify(expected: str, actual: str) -> None:
+    if actual != expected:
+        raise DigestInvalid("provided digest did not match uploaded content", {"expected": expected, "actual": actual})
+
+
+__all__ = ["Uploads", "UploadStatus", "UploadUnknown", "LEASE", "RENEW"]
