@@ -504,7 +504,7 @@ class Catalog:
         cond = [
             Upload.id == upload_id,
             Upload.repository == name,
-            Upload.lease_token.is_(None) | (Upload.lease_expires_at < now),
+            Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < now),
         ]
         if start is not None:
             cond.append(Upload.offset == start)
@@ -516,7 +516,7 @@ class Catalog:
             if row is None or row.repository != name:
                 raise UploadUnknown(detail={"upload": upload_id})
             if not claimed:
-                if row.lease_token is not None and row.lease_expires_at >= now:
+                if row.lease_token is not None and (row.lease_expires_at or 0) >= now:
                     raise UploadBusy(row.offset)
                 raise UploadOutOfOrder(row.offset)
             return _upload_record(row)
@@ -560,7 +560,8 @@ class Catalog:
         """(id, driver state) of sessions idle since before ``older_than`` and not being written."""
         now = time.time()
         q = select(Upload.id, Upload.driver_state).where(
-            Upload.updated_at < older_than, Upload.lease_token.is_(None) | (Upload.lease_expires_at < now)
+            Upload.updated_at < older_than,
+            Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < now),
         )
         rows = await self.db.read(lambda c: c.execute(q).all())
         return [(i, json.loads(state) if state else {}) for i, state in rows]

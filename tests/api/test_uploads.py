@@ -451,3 +451,158 @@ async def test_final_chunk_out_of_order_keeps_the_session(client, config):
     assert not blob_file(config, sha256(b"abcdef")).exists()
     r = await client.put(f"{loc}?digest={sha256(b'abcdef')}", data=b"def", headers={"Content-Range": "3-5"})
     assert r.status == 201
+
+
+# ---- sessions in the database: leases, any replica, verified commits ---------------------
+
+
+def _svc(client):
+    from registry.services import SERVICES
+
+    return client.server.app[SERVICES]
+
+
+async def test_a_chunk_while_another_request_holds_the_session_gets_416(client, config):
+    """The loser of two concurrent PATCHes: 416 with where the upload stands, nothing appended."""
+    import time
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"0123456789")).status == 202
+    await svc.catalog.claim_upload(uuid, NAME, "another-request-token-000000000", time.time() + 30)
+    for headers in ({}, {"Content-Range": "10-14"}):
+        r = await client.patch(loc, data=b"abcde", headers=headers)
+        assert r.status == 416
+        assert await error_code(r) == "BLOB_UPLOAD_INVALID"
+        assert r.headers["Range"] == "0-9"
+        assert r.headers["Location"] == loc and r.headers["Docker-Upload-UUID"] == uuid
+    r = await client.put(f"{loc}?digest={sha256(b'0123456789')}")
+    assert r.status == 416
+    assert (config.data_dir / "uploads" / uuid).read_bytes() == b"0123456789"
+    await svc.catalog.release_upload(uuid, "another-request-token-000000000")
+    assert (await client.patch(loc, data=b"abcde", headers={"Content-Range": "10-14"})).status == 202
+    assert (await client.put(f"{loc}?digest={sha256(b'0123456789abcde')}")).status == 201
+
+
+async def test_an_expired_lease_is_taken_over(client):
+    """A request that died holding the session (SIGKILL) stops blocking it once its lease lapses."""
+    import time
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    await svc.catalog.claim_upload(uuid, NAME, "dead-process-token-000000000000", time.time() - 1)
+    r = await client.patch(loc, data=b"abc", headers={"Content-Range": "0-2"})
+    assert r.status == 202 and r.headers["Range"] == "0-2"
+
+
+async def test_a_lease_lost_mid_chunk_records_nothing(client, config):
+    """Another request took the session while this body streamed: this chunk does not count
+    (416), the offset and hash state stay as the other request left them."""
+    import time
+
+    from sqlalchemy import update
+
+    from storage.models import Upload
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"first")).status == 202
+
+    async def body():
+        yield b"second "
+        stmt = update(Upload).where(Upload.id == uuid).values(
+            lease_token="thief-token-00000000000000000000", lease_expires_at=time.time() + 30)
+        await svc.db.write(lambda c: c.execute(stmt))
+        yield b"chunk"
+
+    r = await client.patch(loc, data=body())
+    assert r.status == 416
+    assert r.headers["Range"] == "0-4"
+    record = await svc.catalog.get_upload(uuid, NAME)
+    assert record.offset == 5
+
+
+async def test_commit_verifies_without_hash_state(client, monkeypatch):
+    """No resumable SHA-256 (libcrypto missing): the upload is re-read at commit."""
+    import registry.service.uploads as uploads_service
+
+    monkeypatch.setattr(uploads_service, "resumable_sha256", lambda state=None: None)
+    data = b"no running hash" * 100
+    loc = await start(client)
+    assert (await client.patch(loc, data=data[:700])).status == 202
+    assert (await client.patch(loc, data=data[700:1000])).status == 202
+    r = await client.put(f"{loc}?digest={sha256(data[:999])}", data=data[1000:])
+    assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+    loc = await start(client)
+    assert (await client.patch(loc, data=data[:700])).status == 202
+    r = await client.put(f"{loc}?digest={sha256(data)}", data=data[700:])
+    assert r.status == 201
+    assert await (await client.get(f"/v2/{NAME}/blobs/{sha256(data)}")).read() == data
+
+
+async def test_commit_refuses_an_upload_shorter_than_recorded(client, config):
+    """What is placed is exactly what was hashed: bytes missing from the store → SIZE_INVALID,
+    nothing placed, the session gone."""
+    data = b"0123456789"
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=data)).status == 202
+    (config.data_dir / "uploads" / uuid).write_bytes(data[:7])  # e.g. a lost write
+    r = await client.put(f"{loc}?digest={sha256(data)}")
+    assert r.status == 400
+    assert await error_code(r) == "SIZE_INVALID"
+    assert not blob_file(config, sha256(data)).exists()
+    assert (await client.get(loc)).status == 404
+    assert upload_files(config) == []
+
+
+# ---- max_blob_size ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_limit(config):
+    config.max_blob_size = 100
+    return config
+
+
+async def test_monolithic_post_over_the_limit_is_refused_before_reading(small_limit, client):
+    data = b"x" * 101
+    r = await client.post(f"/v2/{NAME}/blobs/uploads/?digest={sha256(data)}", data=data)
+    assert r.status == 413
+    assert await error_code(r) == "SIZE_INVALID"
+    assert upload_files(small_limit) == []
+    data = b"x" * 100
+    assert (await client.post(f"/v2/{NAME}/blobs/uploads/?digest={sha256(data)}", data=data)).status == 201
+
+
+async def test_chunks_over_the_limit_are_refused_and_the_offset_kept(small_limit, client):
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"a" * 60)).status == 202
+    # announced: Content-Length, Content-Range
+    for headers in ({}, {"Content-Range": "60-100"}):
+        r = await client.patch(loc, data=b"b" * 41, headers=headers)
+        assert r.status == 413, headers
+        assert await error_code(r) == "SIZE_INVALID"
+    # not announced (chunked transfer): stopped once the running total passes the limit
+    r = await client.patch(loc, data=agen(b"c" * 30, b"d" * 30))
+    assert r.status == 413
+    assert await error_code(r) == "SIZE_INVALID"
+    r = await client.get(loc)
+    assert r.headers["Range"] == "0-59"
+    assert (small_limit.data_dir / "uploads" / uuid).read_bytes() == b"a" * 60
+    # a final chunk over the limit keeps the session too
+    r = await client.put(f"{loc}?digest={sha256(b'a' * 101)}", data=b"a" * 41)
+    assert r.status == 413
+    r = await client.put(f"{loc}?digest={sha256(b'a' * 100)}", data=b"a" * 40)
+    assert r.status == 201
+
+
+async def test_max_blob_size_from_the_environment():
+    from registry.config import Config
+
+    assert Config.load(None, env={}).max_blob_size == 10 * 1024**3
+    assert Config.load(None, env={"BERTH_MAX_BLOB_SIZE": "1048576"}).max_blob_size == 1048576
