@@ -95,6 +95,27 @@ _UPLOAD_ROW = select(
 ).where(Upload.id == bindparam("id"))
 
 
+_LEASE_FREE = Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < bindparam("p_now"))
+_CLAIM = (
+    update(Upload)
+    .where(Upload.id == bindparam("p_id"), Upload.repository == bindparam("p_name"), _LEASE_FREE)
+    .values(lease_token=bindparam("p_token"), lease_expires_at=bindparam("p_expires_at"))
+)
+_CLAIM_AT = _CLAIM.where(Upload.offset == bindparam("p_start"))
+_HELD = (Upload.id == bindparam("p_id")) & (Upload.lease_token == bindparam("p_token"))
+_RENEW = update(Upload).where(_HELD).values(lease_expires_at=bindparam("p_expires_at"), updated_at=bindparam("p_now"))
+_SAVE = update(Upload).where(_HELD).values(
+    offset=bindparam("p_offset"), hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+    updated_at=bindparam("p_now"), lease_token=None, lease_expires_at=None,
+)
+_RELEASE = update(Upload).where(_HELD).values(lease_token=None, lease_expires_at=None)
+_CREATE_UPLOAD = Upload.__table__.insert().values(
+    id=bindparam("p_id"), repository=bindparam("p_name"), started_at=bindparam("p_now"), updated_at=bindparam("p_now"),
+    offset=0, hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+)
+_DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
+
+
 def _repo_id(conn: Connection, name: str) -> int | None:
     return conn.execute(_REPO_ID, {"name": name}).scalar()
 
@@ -114,6 +135,26 @@ def _existing_repo(conn: Connection, name: str) -> int:
     return rid
 
 
+def _pin_statement(dialect: str, steal: bool):
+    from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415
+
+    insert = {"sqlite": sqlite, "postgresql": postgresql}[dialect].insert
+    live = Blob.deleting_at.is_(None)
+    if steal:
+        live = live | (Blob.deleting_at < bindparam("p_steal_before"))
+    return (
+        insert(Blob)
+        .values(digest=bindparam("p_digest"), size=bindparam("p_size"), created_at=bindparam("p_now"),
+                last_used_at=bindparam("p_now"))
+        .on_conflict_do_update(
+            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_now"), "deleting_at": None}, where=live
+        )
+    )
+
+
+_PIN: dict[tuple[str, bool], object] = {}
+
+
 def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = None) -> bool:
     """Insert the blob row or mark the existing one used now (``last_used_at``); False, changing
     nothing, while garbage collection has it marked for deletion (``deleting_at``), unless that
@@ -122,15 +163,16 @@ def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = 
     One statement, so it is atomic on both databases; on PostgreSQL it also locks the row until
     the transaction ends, so a collector's mark waits for it, then sees the fresh
     ``last_used_at`` and leaves the row alone."""
-    now = time.time()
-    stmt = upsert_insert(conn, Blob).values(digest=digest, size=size, created_at=now, last_used_at=now)
-    live = Blob.deleting_at.is_(None)
+    key = (conn.dialect.name, steal_before is not None)
+    stmt = _PIN.get(key)
+    if stmt is None:
+        if key[0] not in ("sqlite", "postgresql"):
+            raise RuntimeError(f"unsupported database {key[0]!r}: use SQLite or PostgreSQL")
+        stmt = _PIN[key] = _pin_statement(*key)
+    params = {"p_digest": digest, "p_size": size, "p_now": time.time()}
     if steal_before is not None:
-        live = live | (Blob.deleting_at < steal_before)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Blob.digest], set_={"last_used_at": now, "deleting_at": None}, where=live
-    )
-    return conn.execute(stmt).rowcount == 1
+        params["p_steal_before"] = steal_before
+    return conn.execute(stmt, params).rowcount == 1
 
 
 def _link(conn: Connection, name: str, digest: str, size: int) -> None:
@@ -203,7 +245,7 @@ class Catalog:
         def run(conn: Connection) -> None:
             _link(conn, name, digest, size)
             if finished_upload is not None:
-                conn.execute(delete(Upload).where(Upload.id == finished_upload))
+                conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
         await self.db.write(run)
 
@@ -480,12 +522,9 @@ class Catalog:
 
     # ---- upload sessions -----------------------------------------------------
     async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
-        now = time.time()
-        stmt = Upload.__table__.insert().values(
-            id=upload_id, repository=name, started_at=now, updated_at=now, offset=0,
-            hash_state=hash_state, driver_state=json.dumps(driver_state),
-        )
-        await self.db.write(lambda c: c.execute(stmt))
+        params = {"p_id": upload_id, "p_name": name, "p_now": time.time(), "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state)}
+        await self.db.write(lambda c: c.execute(_CREATE_UPLOAD, params))
 
     async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
         """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""
@@ -501,17 +540,12 @@ class Catalog:
         when ``start`` is given, the committed offset is ``start``. Raises UploadUnknown, or
         UploadBusy / UploadOutOfOrder (with the committed offset) when the lease is refused."""
         now = time.time()
-        cond = [
-            Upload.id == upload_id,
-            Upload.repository == name,
-            Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < now),
-        ]
+        params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
         if start is not None:
-            cond.append(Upload.offset == start)
-        stmt = update(Upload).where(*cond).values(lease_token=token, lease_expires_at=expires_at)
+            params["p_start"] = start
 
         def run(conn: Connection) -> UploadRecord:
-            claimed = conn.execute(stmt).rowcount == 1
+            claimed = conn.execute(_CLAIM if start is None else _CLAIM_AT, params).rowcount == 1
             row = conn.execute(_UPLOAD_ROW, {"id": upload_id}).first()
             if row is None or row.repository != name:
                 raise UploadUnknown(detail={"upload": upload_id})
@@ -525,36 +559,24 @@ class Catalog:
 
     async def renew_upload_lease(self, upload_id: str, token: str, expires_at: float) -> bool:
         """Extend a held lease (a long body is streaming); False when it is no longer held."""
-        stmt = (
-            update(Upload)
-            .where(Upload.id == upload_id, Upload.lease_token == token)
-            .values(lease_expires_at=expires_at, updated_at=time.time())
-        )
-        return await self.db.write(lambda c: c.execute(stmt).rowcount == 1)
+        params = {"p_id": upload_id, "p_token": token, "p_expires_at": expires_at, "p_now": time.time()}
+        return await self.db.write(lambda c: c.execute(_RENEW, params).rowcount == 1)
 
     async def save_upload(
-        self, upload_id: str, token: str, offset: int, hash_state: bytes | None, driver_state: dict, *, release: bool = True
+        self, upload_id: str, token: str, offset: int, hash_state: bytes | None, driver_state: dict
     ) -> bool:
-        """Record a successful append (and release the lease), if the lease is still held."""
-        values = {"offset": offset, "hash_state": hash_state, "driver_state": json.dumps(driver_state),
-                  "updated_at": time.time()}
-        if release:
-            values |= {"lease_token": None, "lease_expires_at": None}
-        stmt = update(Upload).where(Upload.id == upload_id, Upload.lease_token == token).values(**values)
-        return await self.db.write(lambda c: c.execute(stmt).rowcount == 1)
+        """Record a successful append and release the lease, if the lease is still held."""
+        params = {"p_id": upload_id, "p_token": token, "p_offset": offset, "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state), "p_now": time.time()}
+        return await self.db.write(lambda c: c.execute(_SAVE, params).rowcount == 1)
 
     async def release_upload(self, upload_id: str, token: str) -> None:
         """Give the lease back, changing nothing else (a failed append)."""
-        stmt = (
-            update(Upload)
-            .where(Upload.id == upload_id, Upload.lease_token == token)
-            .values(lease_token=None, lease_expires_at=None)
-        )
-        await self.db.write(lambda c: c.execute(stmt))
+        params = {"p_id": upload_id, "p_token": token}
+        await self.db.write(lambda c: c.execute(_RELEASE, params))
 
     async def delete_upload(self, upload_id: str) -> None:
-        stmt = delete(Upload).where(Upload.id == upload_id)
-        await self.db.write(lambda c: c.execute(stmt))
+        await self.db.write(lambda c: c.execute(_DELETE_UPLOAD, {"p_id": upload_id}))
 
     async def stale_uploads(self, older_than: float) -> list[tuple[str, dict]]:
         """(id, driver state) of sessions idle since before ``older_than`` and not being written."""

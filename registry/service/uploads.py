@@ -45,6 +45,7 @@ BUFFER = 1 << 20  # bytes gathered before one hash hop to the thread pool and on
 LEASE = 30.0  # seconds a claimed session stays leased without renewal
 RENEW = 10.0  # seconds between renewals while a body streams
 MARGIN = 5.0  # stop writing this long before the lease would lapse unrenewed
+INLINE_HASH = 64 * 1024  # smaller buffers are hashed on the event loop (~0.1 ms), larger in a thread
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class Uploads:
         self._check_length(start or 0, length)
         lease, record = await self._claim(name, upload_id, start)
         try:
-            offset, _hasher, _state = await self._write(lease, record, chunks, length, release=True)
+            offset, _hasher, _state = await self._write(lease, record, chunks, length, save=True)
         except BaseException:
             await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
             raise
@@ -182,7 +183,9 @@ class Uploads:
             if record.hash_state is not None:
                 hasher = ResumableSHA256.from_state(record.hash_state)
             if chunks is not None:
-                offset, hasher, state = await self._write(lease, record, chunks, length, release=False)
+                # not recorded: the commit below follows at once; should it fail, the session
+                # stays at its recorded offset and these bytes are overwritten by the next append
+                offset, hasher, state = await self._write(lease, record, chunks, length, save=False)
             if algorithm == "sha256" and hasher is not None:
                 actual = f"sha256:{hasher.hexdigest()}"
             else:  # no running state for this algorithm: read the committed bytes back
@@ -215,8 +218,9 @@ class Uploads:
         record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start)
         return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
 
-    async def _write(self, lease: _Lease, record, chunks, length, *, release: bool):
-        """Append under the lease; record the result. (offset, hasher, driver state)."""
+    async def _write(self, lease: _Lease, record, chunks, length, *, save: bool):
+        """Append under the lease; when ``save``, record the result and release the lease.
+        (offset, hasher, driver state)."""
         hasher = None
         if record.hash_state is not None:
             hasher = ResumableSHA256.from_state(record.hash_state)
@@ -234,10 +238,9 @@ class Uploads:
             await lease.stop()
         lease.check()
         offset = record.offset + written
-        saved = await self.catalog.save_upload(
-            record.id, lease.token, offset, hasher.state() if hasher else None, state, release=release
-        )
-        if not saved:  # the lease lapsed (or the session was deleted) meanwhile: our bytes do not count
+        if save and not await self.catalog.save_upload(
+            record.id, lease.token, offset, hasher.state() if hasher else None, state
+        ):  # the lease lapsed (or the session was deleted) meanwhile: these bytes do not count
             raise UploadBusy(record.offset)
         return offset, hasher, state
 
@@ -251,33 +254,45 @@ class Uploads:
         total = 0
         pending: list[bytes] = []
         pending_size = 0
+        hashing: asyncio.Future | None = None  # the previous buffer's hash, overlapping its write
 
         async def emit() -> bytes:
+            nonlocal hashing
             buf = pending[0] if len(pending) == 1 else b"".join(pending)
             pending.clear()
             if lease is not None:
                 lease.check()
+            if hashing is not None:
+                await hashing
+                hashing = None
             if hasher is not None:
-                await loop.run_in_executor(None, hasher.update, buf)
+                if len(buf) <= INLINE_HASH:
+                    hasher.update(buf)  # cheaper than a thread hop
+                else:
+                    hashing = loop.run_in_executor(None, hasher.update, buf)
             return buf
 
-        async for chunk in chunks:
-            if not chunk:
-                continue
-            total += len(chunk)
-            if limit is not None and offset + total > limit:
-                raise BlobTooLarge(limit)
-            if length is not None and total > length:
-                raise SizeInvalid(f"received more than the {length} bytes announced")
-            pending.append(chunk)
-            pending_size += len(chunk)
-            if pending_size >= BUFFER:
-                pending_size = 0
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                total += len(chunk)
+                if limit is not None and offset + total > limit:
+                    raise BlobTooLarge(limit)
+                if length is not None and total > length:
+                    raise SizeInvalid(f"received more than the {length} bytes announced")
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= BUFFER:
+                    pending_size = 0
+                    yield await emit()
+            if pending:
                 yield await emit()
-        if pending:
-            yield await emit()
-        if length is not None and total != length:
-            raise SizeInvalid(f"expected {length} bytes, received {total}")
+            if length is not None and total != length:
+                raise SizeInvalid(f"expected {length} bytes, received {total}")
+        finally:
+            if hashing is not None:  # the hasher is done with before anyone reads or saves it
+                await asyncio.shield(hashing)
 
     async def _rehash(self, upload_id: str, state, size: int, algorithm: str) -> str:
         loop = asyncio.get_running_loop()

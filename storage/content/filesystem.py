@@ -167,14 +167,13 @@ class FilesystemDriver:
                 if chunk:
                     await self._run(f.write, chunk)
                     written += len(chunk)
-            await self._run(f.flush)
         except BaseException:
             # keep nothing half-written: back to the offset the caller still holds
             with contextlib.suppress(OSError):
                 await asyncio.shield(self._run(_truncate, f, offset))
-            raise
-        finally:
             await asyncio.shield(self._run(f.close))
+            raise
+        await self._run(f.close)  # flushes; an error here (disk full) fails the append
         return written, state
 
     async def read_upload(self, upload_id: str, state: UploadState, size: int) -> AsyncIterator[bytes]:
