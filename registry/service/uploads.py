@@ -179,9 +179,7 @@ class Uploads:
         lease, record = await self._claim(name, upload_id, start if chunks is not None else None)
         done = False
         try:
-            offset, hasher, state = record.offset, None, record.driver_state
-            if record.hash_state is not None:
-                hasher = ResumableSHA256.from_state(record.hash_state)
+            offset, hasher, state = record.offset, _resume(record), record.driver_state
             if chunks is not None:
                 # not recorded: the commit below follows at once; should it fail, the session
                 # stays at its recorded offset and these bytes are overwritten by the next append
@@ -221,11 +219,7 @@ class Uploads:
     async def _write(self, lease: _Lease, record, chunks, length, *, save: bool):
         """Append under the lease; when ``save``, record the result and release the lease.
         (offset, hasher, driver state)."""
-        hasher = None
-        if record.hash_state is not None:
-            hasher = ResumableSHA256.from_state(record.hash_state)
-        elif record.offset == 0:
-            hasher = resumable_sha256()
+        hasher = _resume(record)
         if self.max_blob_size is not None and length is not None and record.offset + length > self.max_blob_size:
             raise BlobTooLarge(self.max_blob_size)
         lease.start()
@@ -313,6 +307,14 @@ class Uploads:
                 await self.catalog.delete_upload(upload_id)
 
         await asyncio.shield(run())
+
+
+def _resume(record) -> ResumableSHA256 | None:
+    """The SHA-256 at the session's offset: from its state, fresh at offset 0, or None (no
+    state recorded, or no libcrypto here): then the commit re-reads the upload."""
+    if record.hash_state is not None:
+        return resumable_sha256(record.hash_state)
+    return resumable_sha256() if record.offset == 0 else None
 
 
 def _verify(expected: str, actual: str) -> None:
