@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
 
 from . import digest as digests
 from .db import Database, upsert_insert
@@ -175,11 +174,25 @@ def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = 
     return conn.execute(stmt, params).rowcount == 1
 
 
-def _link(conn: Connection, name: str, digest: str, size: int) -> None:
+_TOUCH = (
+    update(Blob)
+    .where(Blob.digest == bindparam("p_digest"), Blob.deleting_at.is_(None))
+    .values(last_used_at=bindparam("p_now"))
+)
+
+
+def _touch(conn: Connection, digest: str) -> bool:
+    """Mark a live blob row used now; False when there is none, or garbage collection has
+    marked it. On PostgreSQL the row stays locked until the transaction ends, so a
+    collector's mark waits, then sees the fresh ``last_used_at``."""
+    return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
+
+
+def _link(conn: Connection, name: str, digest: str) -> None:
     rid = _ensure_repo(conn, name)
-    # pin the blob row first (which also locks it on PostgreSQL): a row garbage collection has
-    # marked is never linked, and a collector cannot mark a row a link is being made to
-    if not _pin(conn, digest, size):
+    # only a live row is linked: one garbage collection has marked (or already deleted, its
+    # content with it) never is. The push pinned the row before it placed the content.
+    if not _touch(conn, digest):
         raise BlobDeleting(detail={"digest": digest})
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
 
@@ -238,12 +251,12 @@ class Catalog:
         return await self.db.write(_pin, digest, size, steal_before)
 
     async def link_blob(self, name: str, digest: str, size: int, *, finished_upload: str | None = None) -> None:
-        """Record that ``name`` may serve the (stored) blob ``digest``; optionally end the
-        upload session that produced it, in the same transaction. Raises BlobDeleting when
-        garbage collection has marked the blob."""
+        """Record that ``name`` may serve the blob ``digest``, whose row a push pinned before
+        placing its content; optionally end the upload session that produced it, in the same
+        transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest, size)
+            _link(conn, name, digest)
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
@@ -258,15 +271,12 @@ class Catalog:
             if size is None:
                 return None
             rid = _ensure_repo(conn, name)
-            if not _pin(conn, digest, size):
+            if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
             _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
             return size
 
-        try:
-            return await self.db.write(run)
-        except IntegrityError:  # PostgreSQL: the row went between the size and the pin
-            return None
+        return await self.db.write(run)
 
     async def unlink_blob(self, name: str, digest: str) -> None:
         """Remove a blob from a repository; refused while a manifest there references it."""

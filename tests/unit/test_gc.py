@@ -217,6 +217,8 @@ async def test_marked_rows_refuse_pins_links_and_mounts(env):
     assert await catalog.pin_blob(d, 6, steal_before=now - MARK_STALE) is False
     with pytest.raises(BlobDeleting):
         await catalog.link_blob("a/b", d, 6)
+    with pytest.raises(BlobDeleting):  # no row at all (a collector deleted it, content and all)
+        await catalog.link_blob("a/b", of_bytes(b"no row"), 6)
     assert await catalog.mount_blob("a/src", "a/c", d) is None  # (not linked in a/src either)
     # a dead collector's mark
     stale = time.time() - MARK_STALE - 60
