@@ -46,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
+    from storage.errors import DriverUnavailable
     from storage.gc import collect
 
     from . import bootstrap
@@ -60,7 +61,11 @@ def _gc(args: argparse.Namespace) -> int:
         finally:
             await bootstrap.stop(svc)
 
-    report = asyncio.run(run())
+    try:
+        report = asyncio.run(run())
+    except DriverUnavailable as e:
+        print(f"berth: {e.message}", file=sys.stderr)
+        return 2
     print(
         f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
         f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"

@@ -45,13 +45,16 @@ async def _stream(request: web.Request, blob, headers: dict[str, str]) -> web.St
         return response
     chunks = blob.read(start, end)
     try:
-        first = await chunks.__anext__()  # ContentMissing surfaces here, before any header is sent
-    except StopAsyncIteration:
-        first = b""
-    await response.prepare(request)
-    await response.write(first)
-    async for chunk in chunks:
-        await response.write(chunk)
+        try:
+            first = await chunks.__anext__()  # ContentMissing surfaces here, before any header is sent
+        except StopAsyncIteration:
+            first = b""
+        await response.prepare(request)
+        await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+    finally:
+        await chunks.aclose()  # the driver's file or connection, also when the client went away
     await response.write_eof()
     return response
 

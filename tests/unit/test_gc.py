@@ -293,3 +293,18 @@ async def test_upload_with_row_but_no_bytes_purged(env):
     await blobs.abort(uid, None)  # bytes gone, row left
     assert await sweep_uploads(catalog, blobs, expiry=-10) == 1
     assert await catalog.upload_ids() == set()
+
+
+def test_berth_gc_command(tmp_path, capsys):
+    """`berth gc` builds the same services as the server (bootstrap) and collects through the driver."""
+    import asyncio
+
+    from registry.cli import main
+
+    data = tmp_path / "data"
+    driver = FilesystemDriver(data)
+    asyncio.run(driver.check())
+    digest = asyncio.run(place(driver, b"left behind by a crash"))
+    assert main(["gc", "--data", str(data)]) == 0
+    assert "1 blobs (22 bytes)" in capsys.readouterr().out
+    assert asyncio.run(driver.stat(digest)) is None
