@@ -606,3 +606,20 @@ async def test_max_blob_size_from_the_environment():
 
     assert Config.load(None, env={}).max_blob_size == 10 * 1024**3
     assert Config.load(None, env={"BERTH_MAX_BLOB_SIZE": "1048576"}).max_blob_size == 1048576
+
+
+async def test_a_writer_that_cannot_renew_its_lease_in_time_stops(client, config, monkeypatch):
+    """The writer checks its lease before each buffer: once it could have lapsed unrenewed
+    (here: at once), it stops — before it could overlap the next holder — and records nothing."""
+    import registry.service.uploads as uploads_service
+
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"kept")).status == 202
+    monkeypatch.setattr(uploads_service, "LEASE", 0.0)
+    r = await client.patch(loc, data=b"never recorded")
+    assert r.status == 416 and r.headers["Range"] == "0-3"
+    assert (config.data_dir / "uploads" / uuid).read_bytes() == b"kept"
+    monkeypatch.setattr(uploads_service, "LEASE", 30.0)
+    assert (await client.patch(loc, data=b" more", headers={"Content-Range": "4-8"})).status == 202
+    assert (await client.put(f"{loc}?digest={sha256(b'kept more')}")).status == 201
