@@ -67,7 +67,12 @@ class _Lease:
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._renew())
+        if self._task is None:
+            self._task = asyncio.create_task(self._renew())
+
+    @property
+    def renewing(self) -> bool:
+        return self._task is not None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -177,6 +182,7 @@ class Uploads:
         if chunks is not None:
             self._check_length(start or 0, length)
         lease, record = await self._claim(name, upload_id, start if chunks is not None else None)
+        lease.start()  # held through the last chunk, the re-hash (if any) and the commit
         done = False
         try:
             offset, hasher, state = record.offset, _resume(record), record.driver_state
@@ -184,12 +190,13 @@ class Uploads:
                 # not recorded: the commit below follows at once; should it fail, the session
                 # stays at its recorded offset and these bytes are overwritten by the next append
                 offset, hasher, state = await self._write(lease, record, chunks, length, save=False)
-            if algorithm == "sha256" and hasher is not None:
-                actual = f"sha256:{hasher.hexdigest()}"
-            else:  # no running state for this algorithm: read the committed bytes back
-                actual = await self._rehash(upload_id, state, offset, algorithm)
             try:
+                if algorithm == "sha256" and hasher is not None:
+                    actual = f"sha256:{hasher.hexdigest()}"
+                else:  # no running state for this algorithm: read the committed bytes back
+                    actual = await self._rehash(upload_id, state, offset, algorithm)
                 _verify(digest, actual)
+                lease.check()
                 await self.blobs.place(name, digest, offset, upload_id, state, session=True)
             except (DigestInvalid, SizeInvalid, BlobDeleting):
                 await self._discard(upload_id, state)  # nothing is kept
@@ -197,6 +204,7 @@ class Uploads:
                 raise
             done = True
         finally:
+            await lease.stop()
             if not done:
                 await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
 
@@ -222,6 +230,7 @@ class Uploads:
         hasher = _resume(record)
         if self.max_blob_size is not None and length is not None and record.offset + length > self.max_blob_size:
             raise BlobTooLarge(self.max_blob_size)
+        renewing = lease.renewing
         lease.start()
         try:
             written, state = await self.driver.append(
@@ -229,7 +238,8 @@ class Uploads:
                 self._metered(chunks, hasher, record.offset, length, lease),
             )
         finally:
-            await lease.stop()
+            if not renewing:  # the caller's, when it started it
+                await lease.stop()
         lease.check()
         offset = record.offset + written
         if save and not await self.catalog.save_upload(

@@ -543,9 +543,14 @@ async def test_commit_verifies_without_hash_state(client, monkeypatch):
     assert await (await client.get(f"/v2/{NAME}/blobs/{sha256(data)}")).read() == data
 
 
-async def test_commit_refuses_an_upload_shorter_than_recorded(client, config):
+@pytest.mark.parametrize("hash_state", [True, False])
+async def test_commit_refuses_an_upload_shorter_than_recorded(client, config, monkeypatch, hash_state):
     """What is placed is exactly what was hashed: bytes missing from the store → SIZE_INVALID,
-    nothing placed, the session gone."""
+    nothing placed, the session gone (with a running hash, and when re-hashing)."""
+    import registry.service.uploads as uploads_service
+
+    if not hash_state:
+        monkeypatch.setattr(uploads_service, "resumable_sha256", lambda state=None: None)
     data = b"0123456789"
     loc = await start(client)
     uuid = loc.rsplit("/", 1)[1]
