@@ -35,7 +35,7 @@ from storage import digest as digests
 from storage.catalog import Catalog
 from storage.content import ContentDriver
 from storage.content.hashing import ResumableSHA256, resumable_sha256
-from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, SizeInvalid, UploadBusy, UploadUnknown
+from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, SizeInvalid, UploadBusy
 
 from .blobs import Blobs
 
@@ -332,4 +332,4 @@ def _verify(expected: str, actual: str) -> None:
         raise DigestInvalid("provided digest did not match uploaded content", {"expected": expected, "actual": actual})
 
 
-__all__ = ["Uploads", "UploadStatus", "UploadUnknown", "LEASE", "RENEW"]
+__all__ = ["Uploads", "UploadStatus", "BUFFER", "LEASE", "RENEW"]
