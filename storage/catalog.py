@@ -101,6 +101,13 @@ _CLAIM = (
     .values(lease_token=bindparam("p_token"), lease_expires_at=bindparam("p_expires_at"))
 )
 _CLAIM_AT = _CLAIM.where(Upload.offset == bindparam("p_start"))
+_TAKE_OVER = (
+    update(Upload)
+    .where(Upload.id == bindparam("p_id"), Upload.repository == bindparam("p_name"),
+           Upload.lease_token == bindparam("p_holder"))
+    .values(lease_token=bindparam("p_token"), lease_expires_at=bindparam("p_expires_at"))
+)
+_TAKE_OVER_AT = _TAKE_OVER.where(Upload.offset == bindparam("p_start"))
 _HELD = (Upload.id == bindparam("p_id")) & (Upload.lease_token == bindparam("p_token"))
 _RENEW = update(Upload).where(_HELD).values(lease_expires_at=bindparam("p_expires_at"), updated_at=bindparam("p_now"))
 _SAVE = update(Upload).where(_HELD).values(
@@ -544,24 +551,31 @@ class Catalog:
         return _upload_record(row)
 
     async def claim_upload(
-        self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None
+        self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None,
+        *, holder: str | None = None,
     ) -> UploadRecord:
-        """Take the session's lease (compare-and-set): nobody else holds an unexpired one and,
-        when ``start`` is given, the committed offset is ``start``. Raises UploadUnknown, or
-        UploadBusy / UploadOutOfOrder (with the committed offset) when the lease is refused."""
+        """Take the session's lease (compare-and-set): nobody else holds an unexpired one (or,
+        with ``holder``, that token holds it: a request known to be dead) and, when ``start``
+        is given, the committed offset is ``start``. Raises UploadUnknown, or UploadBusy /
+        UploadOutOfOrder (with the committed offset) when the lease is refused."""
         now = time.time()
         params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
         if start is not None:
             params["p_start"] = start
+        if holder is None:
+            stmt = _CLAIM if start is None else _CLAIM_AT
+        else:
+            stmt = _TAKE_OVER if start is None else _TAKE_OVER_AT
+            params["p_holder"] = holder
 
         def run(conn: Connection) -> UploadRecord:
-            claimed = conn.execute(_CLAIM if start is None else _CLAIM_AT, params).rowcount == 1
+            claimed = conn.execute(stmt, params).rowcount == 1
             row = conn.execute(_UPLOAD_ROW, {"id": upload_id}).first()
             if row is None or row.repository != name:
                 raise UploadUnknown(detail={"upload": upload_id})
             if not claimed:
                 if row.lease_token is not None and (row.lease_expires_at or 0) >= now:
-                    raise UploadBusy(row.offset)
+                    raise UploadBusy(row.offset, row.lease_token)
                 raise UploadOutOfOrder(row.offset)
             return _upload_record(row)
 

@@ -53,8 +53,9 @@ class UploadOutOfOrder(StorageError):
 class UploadBusy(UploadOutOfOrder):
     """another request is writing to this upload"""
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, offset: int, holder: str | None = None) -> None:
         super().__init__(offset, f"another request is writing to this upload (at offset {offset}); retry from there")
+        self.holder = holder  # the lease token of that request, when known
 
 
 class SizeInvalid(StorageError):

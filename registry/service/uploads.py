@@ -26,8 +26,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
+import secrets
+import socket
 import time
 import uuid
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -52,6 +56,48 @@ INLINE_HASH = 64 * 1024  # smaller buffers are hashed on the event loop (~0.1 ms
 class UploadStatus:
     upload_id: str
     offset: int
+
+
+def _host_key() -> str | None:
+    """8 hex characters naming this host's PID namespace (host name, boot id, namespace inode),
+    or None where it cannot be told (then leases of dead processes simply expire)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        pidns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{zlib.crc32(f'{socket.gethostname()}|{boot}|{pidns}'.encode()):08x}"
+
+
+_HOST = _host_key()
+
+
+def new_token() -> str:
+    """A lease token (32 characters): the holder's PID namespace and PID, then random bytes."""
+    if _HOST is None:
+        return uuid.uuid4().hex
+    return f"{_HOST}{os.getpid() & 0xFFFFFFFF:08x}{secrets.token_hex(8)}"
+
+
+def holder_is_dead(token: str | None) -> bool:
+    """True only when ``token`` was issued by another process of this PID namespace that no
+    longer exists; a live process, another host or an unknown token is never dead."""
+    if _HOST is None or not token or len(token) != 32 or token[:8] != _HOST:
+        return False
+    try:
+        pid = int(token[8:16], 16)
+    except ValueError:
+        return False
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # e.g. EPERM: it exists
+        return False
+    return False
 
 
 class _Lease:
@@ -219,9 +265,19 @@ class Uploads:
             raise BlobTooLarge(self.max_blob_size)
 
     async def _claim(self, name: str, upload_id: str, start: int | None) -> tuple[_Lease, object]:
-        token = uuid.uuid4().hex
+        token = new_token()
         claimed_at = time.monotonic()
-        record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start)
+        try:
+            record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start)
+        except UploadBusy as busy:
+            if not holder_is_dead(busy.holder):
+                raise
+            # a process of this host died holding it (killed mid-PATCH): no need to wait out its lease
+            log.info("upload %s: taking over the lease of a dead process", upload_id)
+            claimed_at = time.monotonic()
+            record = await self.catalog.claim_upload(
+                upload_id, name, token, time.time() + LEASE, start, holder=busy.holder
+            )
         return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
 
     async def _write(self, lease: _Lease, record, chunks, length, *, save: bool):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -628,3 +629,36 @@ async def test_a_writer_that_cannot_renew_its_lease_in_time_stops(client, config
     monkeypatch.setattr(uploads_service, "LEASE", 30.0)
     assert (await client.patch(loc, data=b" more", headers={"Content-Range": "4-8"})).status == 202
     assert (await client.put(f"{loc}?digest={sha256(b'kept more')}")).status == 201
+
+
+async def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(client):
+    """A process killed mid-PATCH (SIGKILL) leaves its lease; another process of the same host
+    sees that its holder is gone and continues without waiting for it to lapse. A live
+    holder, or one on another host, is waited for."""
+    import subprocess
+    import sys
+    import time
+
+    import registry.service.uploads as uploads_service
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"0123456789")).status == 202
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    token = uploads_service.new_token()
+    dead = token[:8] + f"{gone.pid:08x}" + token[16:]
+    if not uploads_service.holder_is_dead(dead):
+        pytest.skip("this host cannot tell a dead lease holder (no /proc)")
+    alive = token[:8] + f"{os.getppid():08x}" + token[16:]
+    elsewhere = "ffffffff" if token[:8] != "ffffffff" else "00000000"
+    for holder in (alive, elsewhere + dead[8:]):
+        await svc.catalog.claim_upload(uuid, NAME, holder, time.time() + 30)
+        r = await client.patch(loc, data=b"abc", headers={"Content-Range": "10-12"})
+        assert r.status == 416 and r.headers["Range"] == "0-9", holder
+        await svc.catalog.release_upload(uuid, holder)
+    await svc.catalog.claim_upload(uuid, NAME, dead, time.time() + 30)
+    r = await client.patch(loc, data=b"abc", headers={"Content-Range": "10-12"})
+    assert r.status == 202 and r.headers["Range"] == "0-12"
+    assert (await client.put(f"{loc}?digest={sha256(b'0123456789abc')}")).status == 201

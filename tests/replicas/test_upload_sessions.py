@@ -169,3 +169,45 @@ def test_a_chunk_behind_the_other_process_gets_416(two):
     assert headers["location"] == loc and headers["docker-upload-uuid"] == loc.rsplit("/", 1)[1]
     data = b"x" * 100 + b"y" * 100
     assert b.request("PUT", f"{loc}?digest={sha256(data)}")[0] == 201
+
+
+def test_a_process_killed_mid_chunk_leaves_the_session_to_the_other(tmp_path):
+    """SIGKILL A while it streams a chunk: B sees the offset A last recorded, takes over the
+    dead process's lease at once (same host) and the upload completes with what was recorded."""
+    import sqlite3
+
+    a = Process(tmp_path / "data", tmp_path / "a.log")
+    a.wait_ready()
+    b = Process(tmp_path / "data", tmp_path / "b.log")
+    try:
+        b.wait_ready()
+        loc = start(a)
+        uuid = loc.rsplit("/", 1)[1]
+        assert patch(a, loc, b"recorded!", 0)[0] == 202
+        # a chunk announced as 1000 bytes, of which A receives 10 and then is killed
+        conn = http.client.HTTPConnection("127.0.0.1", a.port, timeout=30)
+        conn.putrequest("PATCH", loc)
+        conn.putheader("Content-Length", "1000")
+        conn.putheader("Content-Range", "9-1008")
+        conn.endheaders()
+        conn.send(b"lost bytes")
+        db = sqlite3.connect(tmp_path / "data" / "berth.db")
+        deadline = time.monotonic() + 30
+        while db.execute("SELECT lease_token FROM uploads WHERE id = ?", (uuid,)).fetchone()[0] is None:
+            assert time.monotonic() < deadline, "A never claimed the session"
+            time.sleep(0.02)  # until A holds the session
+        db.close()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait(10)
+        conn.close()
+        status, headers, _ = b.request("GET", loc)
+        assert status == 204 and headers["range"] == "0-8"
+        status, headers, body = patch(b, loc, b" and more", 9)
+        assert status == 202, body
+        assert headers["range"] == "0-17"
+        data = b"recorded! and more"
+        assert b.request("PUT", f"{loc}?digest={sha256(data)}")[0] == 201
+        assert b.request("GET", f"/v2/{NAME}/blobs/{sha256(data)}")[2] == data
+    finally:
+        b.stop()
+        a.stop()
