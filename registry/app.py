@@ -4,17 +4,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from aiohttp import web
 
-from storage import db
-from storage.blobs import BlobStore
-from storage.catalog import Catalog
-from storage.gc import purge_uploads
-from storage.paths import Layout
+from storage.gc import sweep_uploads
 
-from . import middleware
+from . import bootstrap, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -25,20 +20,23 @@ log = logging.getLogger("berth")
 UPLOAD_SWEEP_INTERVAL = 600  # seconds between sweeps of expired upload sessions
 
 
+async def sweep_once(svc: Services) -> int:
+    """One sweep of expired upload sessions and orphan upload bytes (every replica runs it;
+    it is idempotent)."""
+    return await sweep_uploads(svc.catalog, svc.driver, expiry=svc.config.upload_expiry)
+
+
 async def _sweep_uploads(svc: Services) -> None:
     while True:
         await asyncio.sleep(UPLOAD_SWEEP_INTERVAL)
         try:
-            await purge_uploads(svc.catalog, svc.blobs, time.time() - svc.config.upload_expiry)
+            await sweep_once(svc)
         except Exception:  # keep sweeping; a failed sweep is logged, not fatal
             log.exception("upload sweep failed")
 
 
 def create_app(config: Config) -> web.Application:
-    layout = Layout(config.data_dir)
-    layout.create()
-    database = db.Database(config.database_url or db.default_url(layout))
-    svc = Services(config=config, layout=layout, db=database, blobs=BlobStore(layout), catalog=Catalog(database))
+    svc = bootstrap.build(config)
 
     middlewares = [middleware.errors]
     if config.auth.enabled:
@@ -58,7 +56,7 @@ def create_app(config: Config) -> web.Application:
     app.on_response_prepare.append(middleware.add_api_version)
 
     async def lifecycle(app: web.Application):
-        await database.create_schema()
+        await bootstrap.start(svc)  # schema, then driver.check()
         if config.auth.enabled:
             from .auth.setup import start_auth  # noqa: PLC0415
 
@@ -68,7 +66,7 @@ def create_app(config: Config) -> web.Application:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
-        await database.dispose()
+        await bootstrap.stop(svc)
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -47,24 +47,26 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from storage import db
-    from storage.blobs import BlobStore
-    from storage.catalog import Catalog
+    from storage.errors import DriverUnavailable
     from storage.gc import collect
-    from storage.paths import Layout
+
+    from . import bootstrap
 
     config = Config.load(args.config, data_dir=args.data)
 
     async def run():
-        layout = Layout(config.data_dir)
-        database = db.Database(config.database_url or db.default_url(layout))
-        await database.create_schema()
+        svc = bootstrap.build(config)
         try:
-            return await collect(Catalog(database), BlobStore(layout), grace=args.grace, upload_expiry=config.upload_expiry)
+            await bootstrap.start(svc)
+            return await collect(svc.catalog, svc.driver, grace=args.grace, upload_expiry=config.upload_expiry)
         finally:
-            await database.dispose()
+            await bootstrap.stop(svc)
 
-    report = asyncio.run(run())
+    try:
+        report = asyncio.run(run())
+    except DriverUnavailable as e:
+        print(f"berth: {e.message}", file=sys.stderr)
+        return 2
     print(
         f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
         f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
@@ -259,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
     gc.add_argument("--data", help="data directory (default ./data)")
     gc.add_argument("--config", help="YAML configuration file")
-    gc.add_argument("--grace", type=float, default=3600, help="keep blobs written in the last N seconds")
+    gc.add_argument("--grace", type=float, default=3600, help="keep blobs and links used in the last N seconds")
     gc.set_defaults(func=_gc)
 
     _add_admin_parsers(sub)

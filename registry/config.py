@@ -60,6 +60,7 @@ class Config:
     data_dir: Path = Path("./data")
     database_url: str | None = None  # default: sqlite:///<data_dir>/berth.db
     max_manifest_size: int = 4 * 1024 * 1024
+    max_blob_size: int = 10 * 1024**3  # bytes per blob; larger uploads are refused with 413 SIZE_INVALID
     upload_expiry: int = 24 * 3600  # seconds an idle upload session is kept
     log_level: str = "INFO"
     access_log: bool = False  # one line per request on the "berth.access" logger
@@ -107,6 +108,7 @@ _ENV = {
     "BERTH_PORT": ("port", int),
     "BERTH_DATA": ("data_dir", Path),
     "BERTH_DATABASE_URL": ("database_url", str),
+    "BERTH_MAX_BLOB_SIZE": ("max_blob_size", int),
     "BERTH_LOG_LEVEL": ("log_level", str),
     "BERTH_ACCESS_LOG": ("access_log", lambda v: v.lower() in ("1", "true", "yes", "on")),
     "BERTH_TLS_CERT": ("tls_cert", str),

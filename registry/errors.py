@@ -1,8 +1,9 @@
 """Every error code Berth answers with, declared once: code, HTTP status, message.
 
 Responses carry the distribution-spec body ``{"errors": [{"code", "message", "detail"}]}``.
-Storage-layer exceptions (``storage.errors``) name their code; the statuses that
-differ from the code's default are listed in ``_STATUS_OVERRIDES``.
+Domain exceptions (``storage.errors``, raised by services and stores) are mapped to a code
+and a status in one table, ``DOMAIN_ERRORS``; an exception may carry response ``headers``
+(an out-of-order chunk's ``Range``, ``Location``, ``Docker-Upload-UUID``).
 """
 from __future__ import annotations
 
@@ -48,15 +49,40 @@ CODES = _codes(
     ErrorCode("UNKNOWN", 500, "unknown error"),
 )
 
-_STATUS_OVERRIDES: dict[type, int] = {
-    storage_errors.UploadOutOfOrder: 416,  # distribution-spec: out-of-order chunk
+# Every domain error (storage.errors), mapped once: class -> (OCI code, HTTP status). Looked up
+# along the class's MRO, so a subclass without an entry answers like its parent.
+DOMAIN_ERRORS: dict[type, tuple[str, int]] = {
+    storage_errors.DigestInvalid: ("DIGEST_INVALID", 400),
+    storage_errors.BlobUnknown: ("BLOB_UNKNOWN", 404),
+    storage_errors.ContentMissing: ("BLOB_UNKNOWN", 404),
     # refused deletions: the spec's status for "deletion not allowed" is 405 UNSUPPORTED,
     # which clients and the conformance suite accept in either teardown order
-    storage_errors.BlobInUse: 405,
-    storage_errors.ManifestInUse: 405,
-    storage_errors.Unsupported: 415,
-    storage_principals.Conflict: 409,  # tenant, user or robot already exists
+    storage_errors.BlobInUse: ("UNSUPPORTED", 405),
+    storage_errors.ManifestInUse: ("UNSUPPORTED", 405),
+    storage_errors.BlobDeleting: ("BLOB_UPLOAD_INVALID", 409),
+    storage_errors.UploadUnknown: ("BLOB_UPLOAD_UNKNOWN", 404),
+    storage_errors.UploadOutOfOrder: ("BLOB_UPLOAD_INVALID", 416),  # distribution-spec: out-of-order chunk
+    storage_errors.SizeInvalid: ("SIZE_INVALID", 400),
+    storage_errors.BlobTooLarge: ("SIZE_INVALID", 413),
+    storage_errors.NameUnknown: ("NAME_UNKNOWN", 404),
+    storage_errors.ManifestUnknown: ("MANIFEST_UNKNOWN", 404),
+    storage_errors.ManifestInvalid: ("MANIFEST_INVALID", 400),
+    storage_errors.ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 400),
+    storage_errors.Unsupported: ("UNSUPPORTED", 415),  # e.g. a schema 1 manifest
+    storage_errors.DriverUnavailable: ("UNKNOWN", 503),
+    storage_principals.Conflict: ("DENIED", 409),  # tenant, user or robot already exists
 }
+
+
+def domain_code(exc: storage_errors.StorageError) -> tuple[str, int]:
+    """(OCI code, HTTP status) of a domain error: the table above, else the class's own ``code``."""
+    for klass in type(exc).__mro__:
+        if klass in DOMAIN_ERRORS:
+            return DOMAIN_ERRORS[klass]
+        if klass is storage_errors.StorageError:
+            break
+    code = getattr(exc, "code", "UNKNOWN")
+    return code, CODES.get(code, CODES["UNKNOWN"]).status
 
 
 class APIError(Exception):
@@ -81,11 +107,8 @@ class APIError(Exception):
 
 
 def from_storage(exc: storage_errors.StorageError) -> APIError:
-    status = _STATUS_OVERRIDES.get(type(exc))
-    headers = {}
-    if isinstance(exc, storage_errors.UploadOutOfOrder):
-        headers["Range"] = f"0-{max(exc.offset - 1, 0)}"
-    return APIError(exc.code, exc.message, exc.detail, status=status, headers=headers)
+    code, status = domain_code(exc)
+    return APIError(code, exc.message, exc.detail, status=status, headers=getattr(exc, "headers", None))
 
 
 def error_response(err: APIError) -> web.Response:

@@ -1,4 +1,4 @@
-"""What the handlers work with, created once per application (see registry.app)."""
+"""What the handlers work with, built once per process by ``registry.bootstrap``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,12 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from storage.blobs import BlobStore
 from storage.catalog import Catalog
+from storage.content import ContentDriver
 from storage.db import Database
 from storage.paths import Layout
 
 from .config import Config
+from .service.registry import BlobService, ManifestService, RepositoryService, TagService, UploadService
 
 
 @dataclass
@@ -19,8 +20,13 @@ class Services:
     config: Config
     layout: Layout
     db: Database
-    blobs: BlobStore
-    catalog: Catalog
+    catalog: Catalog  # the metadata store (admin operations use it too)
+    driver: ContentDriver  # blob content (storage.content)
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+    tags: TagService
+    repositories: RepositoryService
     auth: Any = None  # registry.auth service when auth is enabled
 
 

@@ -12,20 +12,35 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
-from sqlalchemy.exc import IntegrityError
 
 from . import digest as digests
 from .db import Database, upsert_insert
 from .errors import (
+    BlobDeleting,
     BlobInUse,
     BlobUnknown,
     ManifestBlobUnknown,
     ManifestInUse,
     ManifestUnknown,
     NameUnknown,
+    UploadBusy,
+    UploadOutOfOrder,
+    UploadUnknown,
 )
 from .manifests import ParsedManifest
 from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Upload
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """What the database knows of an upload session (everything a replica needs to continue it)."""
+    id: str
+    repository: str
+    offset: int
+    hash_state: bytes | None
+    driver_state: dict
+    started_at: float
+    updated_at: float
 
 
 @dataclass(frozen=True)
@@ -73,7 +88,38 @@ _MANIFEST_BY_TAG = (
     .join(Repository, Repository.id == Tag.repository_id)
     .where(Repository.name == bindparam("name"), Tag.name == bindparam("reference"))
 )
-_UPLOAD_REPOSITORY = select(Upload.repository).where(Upload.id == bindparam("id"))
+_UPLOAD_ROW = select(
+    Upload.id, Upload.repository, Upload.offset, Upload.hash_state, Upload.driver_state,
+    Upload.started_at, Upload.updated_at, Upload.lease_token, Upload.lease_expires_at,
+).where(Upload.id == bindparam("id"))
+
+
+_LEASE_FREE = Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < bindparam("p_now"))
+_CLAIM = (
+    update(Upload)
+    .where(Upload.id == bindparam("p_id"), Upload.repository == bindparam("p_name"), _LEASE_FREE)
+    .values(lease_token=bindparam("p_token"), lease_expires_at=bindparam("p_expires_at"))
+)
+_CLAIM_AT = _CLAIM.where(Upload.offset == bindparam("p_start"))
+_TAKE_OVER = (
+    update(Upload)
+    .where(Upload.id == bindparam("p_id"), Upload.repository == bindparam("p_name"),
+           Upload.lease_token == bindparam("p_holder"))
+    .values(lease_token=bindparam("p_token"), lease_expires_at=bindparam("p_expires_at"))
+)
+_TAKE_OVER_AT = _TAKE_OVER.where(Upload.offset == bindparam("p_start"))
+_HELD = (Upload.id == bindparam("p_id")) & (Upload.lease_token == bindparam("p_token"))
+_RENEW = update(Upload).where(_HELD).values(lease_expires_at=bindparam("p_expires_at"), updated_at=bindparam("p_now"))
+_SAVE = update(Upload).where(_HELD).values(
+    offset=bindparam("p_offset"), hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+    updated_at=bindparam("p_now"), lease_token=None, lease_expires_at=None,
+)
+_RELEASE = update(Upload).where(_HELD).values(lease_token=None, lease_expires_at=None)
+_CREATE_UPLOAD = Upload.__table__.insert().values(
+    id=bindparam("p_id"), repository=bindparam("p_name"), started_at=bindparam("p_now"), updated_at=bindparam("p_now"),
+    offset=0, hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+)
+_DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
 
 
 def _repo_id(conn: Connection, name: str) -> int | None:
@@ -95,14 +141,66 @@ def _existing_repo(conn: Connection, name: str) -> int:
     return rid
 
 
-def _link(conn: Connection, name: str, digest: str, size: int) -> None:
+def _pin_statement(dialect: str, steal: bool):
+    from sqlalchemy.dialects import postgresql, sqlite  # noqa: PLC0415
+
+    insert = {"sqlite": sqlite, "postgresql": postgresql}[dialect].insert
+    live = Blob.deleting_at.is_(None)
+    if steal:
+        live = live | (Blob.deleting_at < bindparam("p_steal_before"))
+    return (
+        insert(Blob)
+        .values(digest=bindparam("p_digest"), size=bindparam("p_size"), created_at=bindparam("p_now"),
+                last_used_at=bindparam("p_now"))
+        .on_conflict_do_update(
+            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_now"), "deleting_at": None}, where=live
+        )
+    )
+
+
+_PIN: dict[tuple[str, bool], object] = {}
+
+
+def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = None) -> bool:
+    """Insert the blob row or mark the existing one used now (``last_used_at``); False, changing
+    nothing, while garbage collection has it marked for deletion (``deleting_at``), unless that
+    mark is older than ``steal_before`` (a collector that died midway): then it is cleared.
+
+    One statement, so it is atomic on both databases; on PostgreSQL it also locks the row until
+    the transaction ends, so a collector's mark waits for it, then sees the fresh
+    ``last_used_at`` and leaves the row alone."""
+    key = (conn.dialect.name, steal_before is not None)
+    stmt = _PIN.get(key)
+    if stmt is None:
+        if key[0] not in ("sqlite", "postgresql"):
+            raise RuntimeError(f"unsupported database {key[0]!r}: use SQLite or PostgreSQL")
+        stmt = _PIN[key] = _pin_statement(*key)
+    params = {"p_digest": digest, "p_size": size, "p_now": time.time()}
+    if steal_before is not None:
+        params["p_steal_before"] = steal_before
+    return conn.execute(stmt, params).rowcount == 1
+
+
+_TOUCH = (
+    update(Blob)
+    .where(Blob.digest == bindparam("p_digest"), Blob.deleting_at.is_(None))
+    .values(last_used_at=bindparam("p_now"))
+)
+
+
+def _touch(conn: Connection, digest: str) -> bool:
+    """Mark a live blob row used now; False when there is none, or garbage collection has
+    marked it. On PostgreSQL the row stays locked until the transaction ends, so a
+    collector's mark waits, then sees the fresh ``last_used_at``."""
+    return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
+
+
+def _link(conn: Connection, name: str, digest: str) -> None:
     rid = _ensure_repo(conn, name)
-    # insert the blob row, or lock the existing one until this transaction ends (a no-op
-    # DO UPDATE): a concurrent garbage collection cannot delete it between here and the
-    # link below (on PostgreSQL that would fail the push on the foreign key; it waits
-    # instead, then finds the link and keeps the blob). SQLite serialises writers anyway.
-    stmt = upsert_insert(conn, Blob).values(digest=digest, size=size, created_at=time.time())
-    conn.execute(stmt.on_conflict_do_update(index_elements=[Blob.digest], set_={"size": Blob.size}))
+    # only a live row is linked: one garbage collection has marked (or already deleted, its
+    # content with it) never is. The push pinned the row before it placed the content.
+    if not _touch(conn, digest):
+        raise BlobDeleting(detail={"digest": digest})
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
 
 
@@ -173,16 +271,38 @@ class Catalog:
         params = {"name": name, "digest": digest}
         return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
 
+    async def pin_blob(self, digest: str, size: int, steal_before: float | None = None) -> bool:
+        """Before placing content: insert or refresh the blob row; False while garbage
+        collection is deleting it (see ``_pin``)."""
+        return await self.db.write(_pin, digest, size, steal_before)
+
     async def link_blob(self, name: str, digest: str, size: int, *, finished_upload: str | None = None) -> None:
-        """Record that ``name`` may serve the (stored) blob ``digest``; optionally end the
-        upload session that produced it, in the same transaction."""
+        """Record that ``name`` may serve the blob ``digest``, whose row a push pinned before
+        placing its content; optionally end the upload session that produced it, in the same
+        transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest, size)
+            _link(conn, name, digest)
             if finished_upload is not None:
-                conn.execute(delete(Upload).where(Upload.id == finished_upload))
+                conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
         await self.db.write(run)
+
+    async def mount_blob(self, source: str, name: str, digest: str) -> int | None:
+        """Link ``digest`` into ``name`` when ``source`` may serve it and garbage collection has
+        not marked it; its size, or None (then the client uploads it)."""
+
+        def run(conn: Connection) -> int | None:
+            size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
+            if size is None:
+                return None
+            rid = _ensure_repo(conn, name)
+            if not _touch(conn, digest):  # marked, or deleted since the size was read
+                return None
+            _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+            return size
+
+        return await self.db.write(run)
 
     async def unlink_blob(self, name: str, digest: str) -> None:
         """Remove a blob from a repository; refused while a manifest there references it."""
@@ -231,24 +351,52 @@ class Catalog:
         stmt = delete(RepositoryBlob).where(RepositoryBlob.created_at < before, ~exists(referenced))
         return await self.db.write(lambda c: c.execute(stmt).rowcount or 0)
 
-    async def unreferenced_blobs(self) -> list[str]:
-        """Blobs no repository links (candidates for garbage collection)."""
-        q = select(Blob.digest).where(~exists().where(RepositoryBlob.digest == Blob.digest))
-        return await self.db.read(lambda c: list(c.execute(q).scalars().all()))
+    async def mark_unused_blobs(self, used_before: float, mark: float, stale_before: float, limit: int = 500) -> list[tuple[str, int]]:
+        """Garbage collection, step 1 of 3: mark (``deleting_at = mark``) up to ``limit`` blob
+        rows no repository links and nothing used since ``used_before``, and marks older than
+        ``stale_before`` (a collector that died midway); return their (digest, size). One
+        conditional UPDATE: a concurrent pin or link either precedes it (the row is fresh or
+        linked, so it is skipped) or fails on the mark."""
+        def eligible(blob):
+            return (
+                ~exists().where(RepositoryBlob.digest == blob.digest),
+                blob.last_used_at < used_before,
+                blob.deleting_at.is_(None) | (blob.deleting_at < stale_before),
+            )
 
-    async def forget_blob(self, digest: str) -> bool:
-        """Drop an unlinked blob's row; False when some repository linked it meanwhile."""
+        inner = Blob.__table__.alias("candidate")
+        candidates = select(inner.c.digest).where(*eligible(inner.c)).limit(limit)
+        stmt = (
+            update(Blob)
+            .where(Blob.digest.in_(candidates), *eligible(Blob))
+            .values(deleting_at=mark)
+            .returning(Blob.digest, Blob.size)
+        )
+        return await self.db.write(lambda c: [(d, n) for d, n in c.execute(stmt).all()])
 
-        def run(conn: Connection) -> bool:
-            if conn.execute(select(exists().where(RepositoryBlob.digest == digest))).scalar():
-                return False
-            conn.execute(delete(Blob).where(Blob.digest == digest))
-            return True
+    async def mark_orphans(self, digests: list[str], mark: float) -> list[str]:
+        """Content with no blob row (a crash between placing and linking, or a lost row): insert
+        rows already marked, so that a push of the same digest waits for the collector rather
+        than linking content about to go. The digests marked (those still without a row)."""
 
-        try:
-            return await self.db.write(run)
-        except IntegrityError:  # PostgreSQL: a push linked it after the check above
-            return False
+        def run(conn: Connection) -> list[str]:
+            out = []
+            for digest in digests:
+                stmt = upsert_insert(conn, Blob).values(
+                    digest=digest, size=0, created_at=mark, last_used_at=0, deleting_at=mark
+                )
+                if conn.execute(stmt.on_conflict_do_nothing()).rowcount:
+                    out.append(digest)
+            return out
+
+        return await self.db.write(run)
+
+    async def forget_blobs(self, digests: list[str], mark: float) -> int:
+        """Step 3: drop the rows this collector marked (``deleting_at = mark``) once their content is gone."""
+        if not digests:
+            return 0
+        stmt = delete(Blob).where(Blob.digest.in_(digests), Blob.deleting_at == mark)
+        return await self.db.write(lambda c: c.execute(stmt).rowcount or 0)
 
     async def known_blobs(self) -> set[str]:
         return await self.db.read(lambda c: set(c.execute(select(Blob.digest)).scalars().all()))
@@ -267,7 +415,22 @@ class Catalog:
             rid = _ensure_repo(conn, name)
             missing: list[str] = []
             if parsed.blobs:
-                have = _present(conn, RepositoryBlob.digest, RepositoryBlob.repository_id == rid, parsed.blobs)
+                # an UPDATE, not a SELECT: it locks the links until this transaction ends and makes
+                # them young, so garbage collection's removal of unreferenced links (a DELETE on
+                # `created_at < cutoff`) either happened before (the link is missing here) or
+                # re-checks the row after this commit and keeps it (PostgreSQL, READ COMMITTED);
+                # batched like _present (PostgreSQL binds at most 32,767 parameters)
+                have = set()
+                now = time.time()
+                for batch in _batches(parsed.blobs):
+                    have.update(
+                        conn.execute(
+                            update(RepositoryBlob)
+                            .where(RepositoryBlob.repository_id == rid, RepositoryBlob.digest.in_(batch))
+                            .values(created_at=now)
+                            .returning(RepositoryBlob.digest)
+                        ).scalars()
+                    )
                 missing += [d for d in parsed.blobs if d not in have]
             if parsed.manifests:
                 have = _present(conn, Manifest.digest, Manifest.repository_id == rid, parsed.manifests)
@@ -394,28 +557,89 @@ class Catalog:
         return out
 
     # ---- upload sessions -----------------------------------------------------
-    async def create_upload(self, upload_id: str, name: str) -> None:
+    async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
+        params = {"p_id": upload_id, "p_name": name, "p_now": time.time(), "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state)}
+        await self.db.write(lambda c: c.execute(_CREATE_UPLOAD, params))
+
+    async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
+        """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""
+        row = await self.db.read(lambda c: c.execute(_UPLOAD_ROW, {"id": upload_id}).first())
+        if row is None or row.repository != name:
+            raise UploadUnknown(detail={"upload": upload_id})
+        return _upload_record(row)
+
+    async def claim_upload(
+        self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None,
+        *, holder: str | None = None,
+    ) -> UploadRecord:
+        """Take the session's lease (compare-and-set): nobody else holds an unexpired one (or,
+        with ``holder``, that token holds it: a request known to be dead) and, when ``start``
+        is given, the committed offset is ``start``. Raises UploadUnknown, or UploadBusy /
+        UploadOutOfOrder (with the committed offset) when the lease is refused."""
         now = time.time()
-        stmt = Upload.__table__.insert().values(id=upload_id, repository=name, started_at=now, updated_at=now)
-        await self.db.write(lambda c: c.execute(stmt))
+        params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
+        if start is not None:
+            params["p_start"] = start
+        if holder is None:
+            stmt = _CLAIM if start is None else _CLAIM_AT
+        else:
+            stmt = _TAKE_OVER if start is None else _TAKE_OVER_AT
+            params["p_holder"] = holder
 
-    async def upload_repository(self, upload_id: str) -> str | None:
-        return await self.db.read(lambda c: c.execute(_UPLOAD_REPOSITORY, {"id": upload_id}).scalar())
+        def run(conn: Connection) -> UploadRecord:
+            claimed = conn.execute(stmt, params).rowcount == 1
+            row = conn.execute(_UPLOAD_ROW, {"id": upload_id}).first()
+            if row is None or row.repository != name:
+                raise UploadUnknown(detail={"upload": upload_id})
+            if not claimed:
+                if row.lease_token is not None and (row.lease_expires_at or 0) >= now:
+                    raise UploadBusy(row.offset, row.lease_token)
+                raise UploadOutOfOrder(row.offset)
+            return _upload_record(row)
 
-    async def touch_upload(self, upload_id: str) -> None:
-        stmt = update(Upload).where(Upload.id == upload_id).values(updated_at=time.time())
-        await self.db.write(lambda c: c.execute(stmt))
+        return await self.db.write(run)
+
+    async def renew_upload_lease(self, upload_id: str, token: str, expires_at: float) -> bool:
+        """Extend a held lease (a long body is streaming); False when it is no longer held."""
+        params = {"p_id": upload_id, "p_token": token, "p_expires_at": expires_at, "p_now": time.time()}
+        return await self.db.write(lambda c: c.execute(_RENEW, params).rowcount == 1)
+
+    async def save_upload(
+        self, upload_id: str, token: str, offset: int, hash_state: bytes | None, driver_state: dict
+    ) -> bool:
+        """Record a successful append and release the lease, if the lease is still held."""
+        params = {"p_id": upload_id, "p_token": token, "p_offset": offset, "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state), "p_now": time.time()}
+        return await self.db.write(lambda c: c.execute(_SAVE, params).rowcount == 1)
+
+    async def release_upload(self, upload_id: str, token: str) -> None:
+        """Give the lease back, changing nothing else (a failed append)."""
+        params = {"p_id": upload_id, "p_token": token}
+        await self.db.write(lambda c: c.execute(_RELEASE, params))
 
     async def delete_upload(self, upload_id: str) -> None:
-        stmt = delete(Upload).where(Upload.id == upload_id)
-        await self.db.write(lambda c: c.execute(stmt))
+        await self.db.write(lambda c: c.execute(_DELETE_UPLOAD, {"p_id": upload_id}))
 
-    async def stale_uploads(self, older_than: float) -> list[str]:
-        q = select(Upload.id).where(Upload.updated_at < older_than)
-        return await self.db.read(lambda c: list(c.execute(q).scalars().all()))
+    async def stale_uploads(self, older_than: float) -> list[tuple[str, dict]]:
+        """(id, driver state) of sessions idle since before ``older_than`` and not being written."""
+        now = time.time()
+        q = select(Upload.id, Upload.driver_state).where(
+            Upload.updated_at < older_than,
+            Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < now),
+        )
+        rows = await self.db.read(lambda c: c.execute(q).all())
+        return [(i, json.loads(state) if state else {}) for i, state in rows]
 
     async def upload_ids(self) -> set[str]:
         return await self.db.read(lambda c: set(c.execute(select(Upload.id)).scalars().all()))
 
 
-__all__ = ["Catalog", "ManifestRecord"]
+def _upload_record(row) -> UploadRecord:
+    return UploadRecord(
+        row.id, row.repository, row.offset, row.hash_state,
+        json.loads(row.driver_state) if row.driver_state else {}, row.started_at, row.updated_at,
+    )
+
+
+__all__ = ["Catalog", "ManifestRecord", "UploadRecord"]

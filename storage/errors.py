@@ -1,7 +1,9 @@
-"""Domain errors raised by the storage layer.
+"""Domain errors raised by the storage layer and the services above it.
 
-Each class names the OCI error code it corresponds to (``code``) so that the HTTP
-layer can map it without a lookup table of its own; no HTTP status lives here.
+Declared here once, each with a default message (its docstring). They know nothing of
+HTTP: ``registry.errors`` maps every class to an OCI error code and an HTTP status in one
+table (``DOMAIN_ERRORS``), and the CLI prints the same mapping. ``code`` remains only as
+the fallback for error classes declared elsewhere (``storage.principals``).
 """
 from __future__ import annotations
 
@@ -10,85 +12,91 @@ class StorageError(Exception):
     code = "UNKNOWN"
 
     def __init__(self, message: str = "", detail: object | None = None) -> None:
-        super().__init__(message or self.__class__.__doc__ or self.code)
-        self.message = message or (self.__class__.__doc__ or self.code).strip()
+        default = (self.__class__.__doc__ or self.code).strip()
+        super().__init__(message or default)
+        self.message = message or default
         self.detail = detail
 
 
 class DigestInvalid(StorageError):
     """provided digest did not match uploaded content"""
-    code = "DIGEST_INVALID"
 
 
-class UnsupportedDigest(StorageError):
+class UnsupportedDigest(DigestInvalid):
     """digest algorithm is not supported"""
-    code = "DIGEST_INVALID"
 
 
 class BlobUnknown(StorageError):
     """blob unknown to registry"""
-    code = "BLOB_UNKNOWN"
 
 
 class BlobInUse(StorageError):
     """blob is referenced by a manifest in this repository"""
-    code = "UNSUPPORTED"  # the spec's answer to a refused blob deletion
+
+
+class BlobDeleting(StorageError):
+    """the blob was removed by garbage collection while it was pushed; push it again"""
 
 
 class UploadUnknown(StorageError):
     """blob upload unknown to registry"""
-    code = "BLOB_UPLOAD_UNKNOWN"
 
 
 class UploadOutOfOrder(StorageError):
     """chunk does not start at the current end of the upload"""
-    code = "BLOB_UPLOAD_INVALID"
 
     def __init__(self, offset: int, message: str = "") -> None:
         super().__init__(message or f"chunk must start at offset {offset}", {"offset": offset})
         self.offset = offset
 
 
+class UploadBusy(UploadOutOfOrder):
+    """another request is writing to this upload"""
+
+    def __init__(self, offset: int, holder: str | None = None) -> None:
+        super().__init__(offset, f"another request is writing to this upload (at offset {offset}); retry from there")
+        self.holder = holder  # the lease token of that request, when known
+
+
 class SizeInvalid(StorageError):
     """provided length did not match content length"""
-    code = "SIZE_INVALID"
+
+
+class BlobTooLarge(SizeInvalid):
+    """blob larger than the configured maximum"""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"blob larger than max_blob_size ({limit} bytes)", {"limit": limit})
+        self.limit = limit
 
 
 class NameUnknown(StorageError):
     """repository name not known to registry"""
-    code = "NAME_UNKNOWN"
 
 
 class ManifestUnknown(StorageError):
     """manifest unknown to registry"""
-    code = "MANIFEST_UNKNOWN"
 
 
 class ManifestInvalid(StorageError):
     """manifest invalid"""
-    code = "MANIFEST_INVALID"
 
 
 class ManifestBlobUnknown(StorageError):
     """manifest references a manifest or blob unknown to this repository"""
-    code = "MANIFEST_BLOB_UNKNOWN"
 
 
 class ManifestInUse(StorageError):
     """manifest is referenced by an image index in this repository"""
-    code = "UNSUPPORTED"  # the spec's answer to a refused manifest deletion
 
 
 class Unsupported(StorageError):
     """the operation is unsupported"""
-    code = "UNSUPPORTED"
 
 
 class ContentMissing(StorageError):
     """the blob's content is missing from the content store"""
-    code = "BLOB_UNKNOWN"
 
 
 class DriverUnavailable(StorageError):
     """the content store cannot be used (unreachable, missing bucket, wrong credentials)"""
-    code = "UNKNOWN"

@@ -40,11 +40,17 @@ class Repository(Base):
 
 
 class Blob(Base):
-    """A blob known to be stored under blobs/ (global, deduplicated)."""
+    """A blob whose content is (being) stored by the content driver (global, deduplicated).
+
+    A push *pins* the row (``last_used_at`` = now) before it places the content; garbage
+    collection marks unlinked rows unused for its grace period (``deleting_at``), deletes
+    their content, then the rows. A pin, link or mount refuses a marked row."""
     __tablename__ = "blobs"
     digest: Mapped[str] = mapped_column(String(140), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[float] = mapped_column(default=now)
+    last_used_at: Mapped[float] = mapped_column(default=now, nullable=False)  # commit, link, mount
+    deleting_at: Mapped[float | None] = mapped_column()  # set by garbage collection; NULL = live
 
 
 class RepositoryBlob(Base):
@@ -92,12 +98,19 @@ class Tag(Base):
 
 
 class Upload(Base):
-    """An upload session; its bytes are in uploads/<id>, its offset is the file's size."""
+    """An upload session. Its bytes are in the content driver; everything a replica needs to
+    continue it is here: the committed offset, the running SHA-256 state at that offset, the
+    driver's state, and the lease of the request writing to it (registry.service.uploads)."""
     __tablename__ = "uploads"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     repository: Mapped[str] = mapped_column(String(255), nullable=False)
     started_at: Mapped[float] = mapped_column(default=now)
     updated_at: Mapped[float] = mapped_column(default=now)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0, nullable=False)  # bytes committed
+    hash_state: Mapped[bytes | None] = mapped_column(LargeBinary)  # SHA-256 state at `offset`, or NULL
+    driver_state: Mapped[str | None] = mapped_column(Text)  # JSON, opaque (ContentDriver.append)
+    lease_token: Mapped[str | None] = mapped_column(String(32))  # the request writing to it, if any
+    lease_expires_at: Mapped[float | None] = mapped_column()
 
 
 # ---- principals (issue 3): tenants, people, robot accounts, audit ---------------------

@@ -5,33 +5,41 @@ from aiohttp import web
 
 from .. import names
 from ..errors import APIError
-from . import ranges
 from .common import repository, services
+from .ranges import RangeNotSatisfiable, byte_range
 
 
 async def get_blob(request: web.Request) -> web.StreamResponse:
-    """Stream a blob from disk (sendfile). HEAD shares this handler and sends the same headers.
+    """A blob's content: 307 to the driver's URL, sendfile of its local file, or streamed
+    from the driver. HEAD shares this handler and sends the same headers.
 
     ``Range`` (GET only) is decided by ``ranges.byte_range`` (RFC 9110): one satisfiable
     range gives 206, an unsatisfiable one 416 with ``Content-Range: bytes */<size>``, and
     anything else (other units, invalid or several ranges) the whole blob with 200."""
     name = repository(request)
     digest = names.digest(request.match_info["digest"])
-    svc = services(request)
-    size = await svc.catalog.blob_size(name, digest)
-    if size is None:
-        raise APIError("BLOB_UNKNOWN", f"blob {digest} unknown in {name!r}", {"digest": digest})
-    path = svc.blobs.path(digest)
-    if not path.is_file():
-        raise APIError("BLOB_UNKNOWN", f"blob {digest} is missing from storage", {"digest": digest})
+    blob = await services(request).blobs.open(name, digest)
+    size = blob.size
     header = request.headers.get("Range") if request.method == "GET" else None
     try:
-        rng = ranges.byte_range(header, size)
-    except ranges.RangeNotSatisfiable:
+        rng = byte_range(header, size)
+    except RangeNotSatisfiable:
         raise APIError("SIZE_INVALID", f"range {header!r} not satisfiable: the blob has {size} bytes",
                        {"digest": digest, "range": header, "size": size}, status=416,
                        headers={"Content-Range": f"bytes */{size}"}) from None
-    return _BlobFile(path, digest, rng)
+    if blob.redirect_url is not None:
+        return web.Response(status=307, headers={"Location": blob.redirect_url, "Docker-Content-Digest": digest})
+    if blob.local_path is not None:
+        return _BlobFile(blob.local_path, digest, rng)
+    return await _stream(request, blob, digest, rng)
+
+
+def _headers(digest: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": digest,
+        "Cache-Control": "max-age=31536000",
+    }
 
 
 class _BlobFile(web.FileResponse):
@@ -39,8 +47,7 @@ class _BlobFile(web.FileResponse):
     is the digest (the same wherever the blob is stored), not the file's mtime and size."""
 
     def __init__(self, path, digest: str, rng: tuple[int, int] | None) -> None:
-        super().__init__(path, headers={"Content-Type": "application/octet-stream", "Docker-Content-Digest": digest,
-                                        "Cache-Control": "max-age=31536000"})
+        super().__init__(path, headers=_headers(digest))
         self._digest = digest
         self._range = rng
 
@@ -56,9 +63,38 @@ class _BlobFile(web.FileResponse):
     last_modified = property(web.FileResponse.last_modified.fget, lambda self, _: None)
 
 
+async def _stream(request: web.Request, blob, digest: str, rng: tuple[int, int] | None) -> web.StreamResponse:
+    """Serve from ``driver.read`` with the same headers and Range answers as ``_BlobFile``."""
+    size = blob.size
+    headers = {**_headers(digest), "ETag": f'"{digest}"', "Accept-Ranges": "bytes"}
+    status, start, end = (200, 0, size) if rng is None else (206, rng[0], rng[1] + 1)
+    if rng is not None:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start
+    if request.method == "HEAD" or end == start:
+        await response.prepare(request)
+        await response.write_eof()
+        return response
+    chunks = blob.read(start, end)
+    try:
+        try:
+            first = await chunks.__anext__()  # ContentMissing surfaces here, before any header is sent
+        except StopAsyncIteration:
+            first = b""
+        await response.prepare(request)
+        await response.write(first)
+        async for chunk in chunks:
+            await response.write(chunk)
+    finally:
+        await chunks.aclose()  # the driver's file or connection, also when the client went away
+    await response.write_eof()
+    return response
+
+
 async def delete_blob(request: web.Request) -> web.Response:
     """Unlink a blob from the repository (the bytes go at the next garbage collection)."""
     name = repository(request)
     digest = names.digest(request.match_info["digest"])
-    await services(request).catalog.unlink_blob(name, digest)
+    await services(request).blobs.unlink(name, digest)
     return web.Response(status=202, headers={"Docker-Content-Digest": digest})

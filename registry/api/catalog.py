@@ -13,7 +13,7 @@ MAX_PAGE = 10000
 async def list_repositories(request: web.Request) -> web.Response:
     n, last = page_params(request, DEFAULT_PAGE, MAX_PAGE)
     access = request[ACCESS_KEY]
-    names = await services(request).catalog.repositories(n + 1, last, lambda r: access.allows(r, "pull"))
+    names = await services(request).repositories.list(n + 1, last, lambda r: access.allows(r, "pull"))
     headers = {}
     if len(names) > n:
         names = names[:n]

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from storage import digest as digests
-from storage import manifests
-
 from .. import names
 from ..errors import APIError
 from .common import repository, services
@@ -20,7 +17,7 @@ async def get_manifest(request: web.Request) -> web.Response:
         # (end-3; the conformance suite GETs/HEADs ".INVALID_MANIFEST_NAME" and wants 404).
         raise APIError("MANIFEST_UNKNOWN", f"manifest {raw!r} unknown in {name!r}", {"name": name, "reference": raw})
     reference, _ = names.reference(raw)
-    record = await services(request).catalog.get_manifest(name, reference)
+    record = await services(request).manifests.get(name, reference)
     return web.Response(
         body=record.content,
         headers={"Content-Type": record.media_type, "Docker-Content-Digest": record.digest, "ETag": f'"{record.digest}"'},
@@ -45,19 +42,11 @@ async def put_manifest(request: web.Request) -> web.Response:
     reference, by_digest = names.reference(request.match_info["reference"])
     svc = services(request)
     body = await _read_body(request, svc.config.max_manifest_size)
-    if not body:
-        raise APIError("MANIFEST_INVALID", "empty manifest")
-    parsed = manifests.parse(body, request.headers.get("Content-Type"))
-    algorithm = reference.split(":", 1)[0] if by_digest else "sha256"
-    digest = digests.of_bytes(body, algorithm)
-    if by_digest and digest != reference:
-        raise APIError(
-            "DIGEST_INVALID", "manifest digest does not match the reference", {"reference": reference, "actual": digest}
-        )
-    await svc.catalog.put_manifest(name, digest, parsed, body, None if by_digest else reference)
+    result = await svc.manifests.put(name, reference, by_digest, body, request.headers.get("Content-Type"))
+    digest = result.digest
     headers = {"Location": f"/v2/{name}/manifests/{digest}", "Docker-Content-Digest": digest}
-    if parsed.subject is not None:
-        headers["OCI-Subject"] = parsed.subject.digest
+    if result.subject is not None:
+        headers["OCI-Subject"] = result.subject
     return web.Response(status=201, headers=headers)
 
 
@@ -65,9 +54,5 @@ async def delete_manifest(request: web.Request) -> web.Response:
     """By tag: remove the tag only. By digest: the manifest and every tag on it."""
     name = repository(request)
     reference, by_digest = names.reference(request.match_info["reference"])
-    catalog = services(request).catalog
-    if by_digest:
-        await catalog.delete_manifest(name, reference)
-    else:
-        await catalog.delete_tag(name, reference)
+    await services(request).manifests.delete(name, reference, by_digest)
     return web.Response(status=202)

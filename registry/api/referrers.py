@@ -15,7 +15,7 @@ async def list_referrers(request: web.Request) -> web.Response:
     name = repository(request)
     digest = names.digest(request.match_info["digest"])
     artifact_type = request.query.get("artifactType") or None
-    descriptors = await services(request).catalog.referrers(name, digest, artifact_type)
+    descriptors = await services(request).manifests.referrers(name, digest, artifact_type)
     headers = {"Content-Type": OCI_INDEX}
     if artifact_type is not None:
         headers["OCI-Filters-Applied"] = "artifactType"

@@ -11,9 +11,8 @@ MAX_PAGE = 10000
 async def list_tags(request: web.Request) -> web.Response:
     name = repository(request)
     n, last = page_params(request, None, MAX_PAGE)
-    catalog = services(request).catalog
     # ask for one more than the page to know whether a next page exists
-    tags = await catalog.tags(name, None if n is None else n + 1, last)
+    tags = await services(request).tags.list(name, None if n is None else n + 1, last)
     headers = {}
     if n is not None and len(tags) > n:
         tags = tags[:n]

@@ -1,19 +1,24 @@
-"""Blob upload sessions: POST/PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/…"""
+"""Blob upload sessions: POST/PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/…
+
+HTTP only: headers in, headers out. ``registry.service.uploads`` holds the sessions.
+"""
 from __future__ import annotations
 
+import contextlib
 import re
 
 from aiohttp import web
 
-from storage import errors as storage_errors
-from storage.blobs import BUFFER
+from storage.errors import UploadOutOfOrder
 
 from .. import names
 from ..auth.guard import ACCESS_KEY
 from ..errors import APIError
+from ..service.uploads import BUFFER
 from .common import repository, services
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_UPLOAD_ID = re.compile(r"^[a-f0-9]{32}\Z")
 
 
 def _upload_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
@@ -55,19 +60,28 @@ def _chunk_bounds(request: web.Request) -> tuple[int | None, int | None]:
     return start, length
 
 
-async def _session(request: web.Request) -> tuple[str, str]:
+def _session(request: web.Request) -> tuple[str, str]:
     name = repository(request)
     upload_id = request.match_info["upload_id"]
-    svc = services(request)
-    if await svc.catalog.upload_repository(upload_id) != name:
+    if not _UPLOAD_ID.match(upload_id):  # Berth's ids are uuid4().hex: anything else names nothing
         raise APIError("BLOB_UPLOAD_UNKNOWN", detail={"upload": upload_id})
     return name, upload_id
+
+
+@contextlib.contextmanager
+def _where(name: str, upload_id: str):
+    """An out-of-order (or concurrent) chunk: 416 that says where the upload stands."""
+    try:
+        yield
+    except UploadOutOfOrder as e:
+        e.headers = _upload_headers(name, upload_id, e.offset)
+        raise
 
 
 async def start_upload(request: web.Request) -> web.Response:
     """POST: cross-repository mount, monolithic upload (``?digest=``) or a new session."""
     name = repository(request)
-    svc = services(request)
+    uploads = services(request).uploads
     query = request.query
     if "mount" in query:
         digest = names.digest(query["mount"])
@@ -75,66 +89,55 @@ async def start_upload(request: web.Request) -> web.Response:
         if (
             names.is_name(source)
             and request[ACCESS_KEY].allows(source, "pull")
-            and (size := await svc.catalog.blob_size(source, digest)) is not None
-            and svc.blobs.size(digest) is not None
+            and await uploads.mount(name, digest, source)
         ):
-            await svc.catalog.link_blob(name, digest, size)
             return _blob_created(name, digest)
         # not mountable (unknown, or the caller may not read `from`): a normal upload session
     elif "digest" in query:
         digest = names.digest(query["digest"])
         _, length = _chunk_bounds(request)
-        size = await svc.blobs.put(request.content.iter_chunked(BUFFER), digest, length)
-        await svc.catalog.link_blob(name, digest, size)
+        await uploads.put(name, digest, request.content.iter_chunked(BUFFER), length)
         return _blob_created(name, digest)
-    upload_id = svc.blobs.start()
-    await svc.catalog.create_upload(upload_id, name)
-    return web.Response(status=202, headers=_upload_headers(name, upload_id, 0))
+    status = await uploads.start(name)
+    return web.Response(status=202, headers=_upload_headers(name, status.upload_id, status.offset))
 
 
 async def patch_upload(request: web.Request) -> web.Response:
     """PATCH: append a chunk (streamed). A chunk that does not start at the current end → 416."""
-    name, upload_id = await _session(request)
+    name, upload_id = _session(request)
     start, length = _chunk_bounds(request)
-    svc = services(request)
-    offset = await svc.blobs.append(upload_id, request.content.iter_chunked(BUFFER), start=start, length=length)
-    await svc.catalog.touch_upload(upload_id)  # expiry is about idle sessions (see storage.gc)
-    return web.Response(status=202, headers=_upload_headers(name, upload_id, offset))
+    with _where(name, upload_id):
+        status = await services(request).uploads.append(
+            name, upload_id, request.content.iter_chunked(BUFFER), start, length
+        )
+    return web.Response(status=202, headers=_upload_headers(name, upload_id, status.offset))
 
 
 async def finish_upload(request: web.Request) -> web.Response:
     """PUT ?digest=: optional last chunk, then verify and commit."""
-    name, upload_id = await _session(request)
+    name, upload_id = _session(request)
     raw = request.query.get("digest")
     if not raw:
         raise APIError("DIGEST_INVALID", "the digest query parameter is required", {"upload": upload_id})
     digest = names.digest(raw)
-    svc = services(request)
+    chunks = start = length = None
     if request.body_exists:
         start, length = _chunk_bounds(request)
-        await svc.blobs.append(upload_id, request.content.iter_chunked(BUFFER), start=start, length=length)
-    try:
-        size = await svc.blobs.commit(upload_id, digest)
-    except storage_errors.DigestInvalid:
-        await svc.catalog.delete_upload(upload_id)  # the bytes are gone too: nothing is kept
-        raise
-    await svc.catalog.link_blob(name, digest, size, finished_upload=upload_id)
+        chunks = request.content.iter_chunked(BUFFER)
+    with _where(name, upload_id):
+        await services(request).uploads.finish(name, upload_id, digest, chunks, start, length)
     return _blob_created(name, digest)
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    """GET: where the upload stands (204 + Range)."""
-    name, upload_id = await _session(request)
-    offset = services(request).blobs.offset(upload_id)
-    return web.Response(status=204, headers=_upload_headers(name, upload_id, offset))
+    """GET: where the upload stands (204 + Range), as the database records it."""
+    name, upload_id = _session(request)
+    status = await services(request).uploads.status(name, upload_id)
+    return web.Response(status=204, headers=_upload_headers(name, upload_id, status.offset))
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
     """DELETE: abandon the session and its bytes."""
-    _, upload_id = await _session(request)
-    svc = services(request)
-    try:
-        svc.blobs.cancel(upload_id)
-    finally:
-        await svc.catalog.delete_upload(upload_id)
+    name, upload_id = _session(request)
+    await services(request).uploads.cancel(name, upload_id)
     return web.Response(status=204)

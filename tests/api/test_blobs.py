@@ -305,3 +305,83 @@ async def test_header_bytes_that_are_not_utf8(client, header):
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), raw[:300]
     assert body == BLOB
+
+
+# ---- drivers without local files: streamed from driver.read, or redirected ---------------
+
+
+class _NoLocalFiles:
+    """The filesystem driver as a driver without local files would be used (like S3)."""
+
+    def __init__(self, inner, url: str | None = None) -> None:
+        self.inner = inner
+        self.url = url
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def local_path(self, digest):
+        return None
+
+    async def redirect_url(self, digest, expires_in=300):
+        return None if self.url is None else f"{self.url}/{digest}?X-Amz-Expires={expires_in}"
+
+
+def _use_driver(client, wrapper) -> None:
+    from registry.services import SERVICES
+
+    svc = client.server.app[SERVICES]
+    svc.blobs.driver = wrapper(svc.driver)
+
+
+async def test_streamed_blob_has_the_same_headers_and_ranges(client):
+    data = bytes(range(256)) * 4
+    digest = await push_blob(client, "lib/a", data)
+    files = await client.get(f"/v2/lib/a/blobs/{digest}")
+    _use_driver(client, _NoLocalFiles)
+    r = await client.get(f"/v2/lib/a/blobs/{digest}")
+    assert r.status == 200 and await r.read() == data
+    for h in ("Content-Length", "Content-Type", "Docker-Content-Digest", "Accept-Ranges"):
+        assert r.headers[h] == files.headers[h], h
+    r = await client.head(f"/v2/lib/a/blobs/{digest}")
+    assert r.status == 200 and r.headers["Content-Length"] == str(len(data)) and await r.read() == b""
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=10-19"})
+    assert r.status == 206 and await r.read() == data[10:20]
+    assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}" and r.headers["Content-Length"] == "10"
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=-5"})
+    assert r.status == 206 and await r.read() == data[-5:]
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=5000-"})
+    assert r.status == 416 and r.headers["Content-Range"] == f"bytes */{len(data)}"
+    r = await client.get(f"/v2/lib/a/blobs/{digest}", headers={"Range": "bytes=1-2,4-5"})
+    assert r.status == 200 and await r.read() == data  # multi-range: the whole blob
+
+
+async def test_streamed_blob_with_missing_content(client, config):
+    digest = await push_blob(client, "lib/a", b"gone from the store")
+    _use_driver(client, _NoLocalFiles)
+    alg, hexd = digest.split(":")
+    (config.data_dir / "blobs" / alg / hexd[:2] / hexd).unlink()
+    r = await client.get(f"/v2/lib/a/blobs/{digest}")
+    assert r.status == 404 and await error_code(r) == "BLOB_UNKNOWN"
+
+
+async def test_blob_get_redirects_when_the_driver_gives_a_url(client):
+    digest = await push_blob(client, "lib/a", b"redirected")
+    _use_driver(client, lambda d: _NoLocalFiles(d, "http://s3.example/bucket"))
+    for method in ("GET", "HEAD"):
+        r = await client.request(method, f"/v2/lib/a/blobs/{digest}", allow_redirects=False)
+        assert r.status == 307
+        assert r.headers["Location"] == f"http://s3.example/bucket/{digest}?X-Amz-Expires=300"
+        assert r.headers["Docker-Content-Digest"] == digest
+    r = await client.get(f"/v2/tenant-b/app/blobs/{digest}", allow_redirects=False)
+    assert r.status == 404  # the link is checked before any URL is given
+
+
+async def test_missing_local_file_is_blob_unknown(client, config):
+    digest = await push_blob(client, "lib/a", b"lost file")
+    alg, hexd = digest.split(":")
+    (config.data_dir / "blobs" / alg / hexd[:2] / hexd).unlink()
+    for method in ("GET", "HEAD"):
+        r = await client.request(method, f"/v2/lib/a/blobs/{digest}")
+        assert r.status == 404
+    assert await error_code(await client.get(f"/v2/lib/a/blobs/{digest}")) == "BLOB_UNKNOWN"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 
@@ -363,7 +364,7 @@ async def test_patch_keeps_an_active_session_from_expiring(client):
     from sqlalchemy import update
 
     from registry.services import SERVICES
-    from storage.gc import purge_uploads
+    from storage.gc import sweep_uploads
     from storage.models import Upload
 
     svc = client.server.app[SERVICES]
@@ -374,7 +375,7 @@ async def test_patch_keeps_an_active_session_from_expiring(client):
     stmt = update(Upload).where(Upload.id == uuid).values(started_at=long_ago, updated_at=long_ago)
     await svc.db.write(lambda c: c.execute(stmt))
     assert (await client.patch(loc, data=b"still going")).status == 202  # …but is in use now
-    assert await purge_uploads(svc.catalog, svc.blobs, time.time() - 3600) == 0
+    assert await sweep_uploads(svc.catalog, svc.driver, expiry=3600) == 0
     r = await client.get(loc)
     assert r.status == 204
     assert r.headers["Range"] == "0-10"
@@ -386,7 +387,7 @@ async def test_idle_session_expires(client):
     from sqlalchemy import update
 
     from registry.services import SERVICES
-    from storage.gc import purge_uploads
+    from storage.gc import sweep_uploads
     from storage.models import Upload
 
     svc = client.server.app[SERVICES]
@@ -396,7 +397,7 @@ async def test_idle_session_expires(client):
     long_ago = time.time() - 10 * 24 * 3600
     stmt = update(Upload).where(Upload.id == uuid).values(updated_at=long_ago)
     await svc.db.write(lambda c: c.execute(stmt))
-    assert await purge_uploads(svc.catalog, svc.blobs, time.time() - 3600) == 1
+    assert await sweep_uploads(svc.catalog, svc.driver, expiry=3600) == 1
     r = await client.get(loc)
     assert r.status == 404
     assert await error_code(r) == "BLOB_UPLOAD_UNKNOWN"
@@ -451,3 +452,213 @@ async def test_final_chunk_out_of_order_keeps_the_session(client, config):
     assert not blob_file(config, sha256(b"abcdef")).exists()
     r = await client.put(f"{loc}?digest={sha256(b'abcdef')}", data=b"def", headers={"Content-Range": "3-5"})
     assert r.status == 201
+
+
+# ---- sessions in the database: leases, any replica, verified commits ---------------------
+
+
+def _svc(client):
+    from registry.services import SERVICES
+
+    return client.server.app[SERVICES]
+
+
+async def test_a_chunk_while_another_request_holds_the_session_gets_416(client, config):
+    """The loser of two concurrent PATCHes: 416 with where the upload stands, nothing appended."""
+    import time
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"0123456789")).status == 202
+    await svc.catalog.claim_upload(uuid, NAME, "another-request-token-000000000", time.time() + 30)
+    for headers in ({}, {"Content-Range": "10-14"}):
+        r = await client.patch(loc, data=b"abcde", headers=headers)
+        assert r.status == 416
+        assert await error_code(r) == "BLOB_UPLOAD_INVALID"
+        assert r.headers["Range"] == "0-9"
+        assert r.headers["Location"] == loc and r.headers["Docker-Upload-UUID"] == uuid
+    r = await client.put(f"{loc}?digest={sha256(b'0123456789')}")
+    assert r.status == 416
+    assert (config.data_dir / "uploads" / uuid).read_bytes() == b"0123456789"
+    await svc.catalog.release_upload(uuid, "another-request-token-000000000")
+    assert (await client.patch(loc, data=b"abcde", headers={"Content-Range": "10-14"})).status == 202
+    assert (await client.put(f"{loc}?digest={sha256(b'0123456789abcde')}")).status == 201
+
+
+async def test_an_expired_lease_is_taken_over(client):
+    """A request that died holding the session (SIGKILL) stops blocking it once its lease lapses."""
+    import time
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    await svc.catalog.claim_upload(uuid, NAME, "dead-process-token-000000000000", time.time() - 1)
+    r = await client.patch(loc, data=b"abc", headers={"Content-Range": "0-2"})
+    assert r.status == 202 and r.headers["Range"] == "0-2"
+
+
+async def test_a_lease_lost_mid_chunk_records_nothing(client, config):
+    """Another request took the session while this body streamed: this chunk does not count
+    (416), the offset and hash state stay as the other request left them."""
+    import time
+
+    from sqlalchemy import update
+
+    from storage.models import Upload
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"first")).status == 202
+
+    async def body():
+        yield b"second "
+        stmt = update(Upload).where(Upload.id == uuid).values(
+            lease_token="thief-token-00000000000000000000", lease_expires_at=time.time() + 30)
+        await svc.db.write(lambda c: c.execute(stmt))
+        yield b"chunk"
+
+    r = await client.patch(loc, data=body())
+    assert r.status == 416
+    assert r.headers["Range"] == "0-4"
+    record = await svc.catalog.get_upload(uuid, NAME)
+    assert record.offset == 5
+
+
+async def test_commit_verifies_without_hash_state(client, monkeypatch):
+    """No resumable SHA-256 (libcrypto missing): the upload is re-read at commit."""
+    import registry.service.uploads as uploads_service
+
+    monkeypatch.setattr(uploads_service, "resumable_sha256", lambda state=None: None)
+    data = b"no running hash" * 100
+    loc = await start(client)
+    assert (await client.patch(loc, data=data[:700])).status == 202
+    assert (await client.patch(loc, data=data[700:1000])).status == 202
+    r = await client.put(f"{loc}?digest={sha256(data[:999])}", data=data[1000:])
+    assert r.status == 400 and await error_code(r) == "DIGEST_INVALID"
+    loc = await start(client)
+    assert (await client.patch(loc, data=data[:700])).status == 202
+    r = await client.put(f"{loc}?digest={sha256(data)}", data=data[700:])
+    assert r.status == 201
+    assert await (await client.get(f"/v2/{NAME}/blobs/{sha256(data)}")).read() == data
+
+
+@pytest.mark.parametrize("hash_state", [True, False])
+async def test_commit_refuses_an_upload_shorter_than_recorded(client, config, monkeypatch, hash_state):
+    """What is placed is exactly what was hashed: bytes missing from the store → SIZE_INVALID,
+    nothing placed, the session gone (with a running hash, and when re-hashing)."""
+    import registry.service.uploads as uploads_service
+
+    if not hash_state:
+        monkeypatch.setattr(uploads_service, "resumable_sha256", lambda state=None: None)
+    data = b"0123456789"
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=data)).status == 202
+    (config.data_dir / "uploads" / uuid).write_bytes(data[:7])  # e.g. a lost write
+    r = await client.put(f"{loc}?digest={sha256(data)}")
+    assert r.status == 400
+    assert await error_code(r) == "SIZE_INVALID"
+    assert not blob_file(config, sha256(data)).exists()
+    assert (await client.get(loc)).status == 404
+    assert upload_files(config) == []
+
+
+# ---- max_blob_size ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_limit(config):
+    config.max_blob_size = 100
+    return config
+
+
+async def test_monolithic_post_over_the_limit_is_refused_before_reading(small_limit, client):
+    data = b"x" * 101
+    r = await client.post(f"/v2/{NAME}/blobs/uploads/?digest={sha256(data)}", data=data)
+    assert r.status == 413
+    assert await error_code(r) == "SIZE_INVALID"
+    assert upload_files(small_limit) == []
+    data = b"x" * 100
+    assert (await client.post(f"/v2/{NAME}/blobs/uploads/?digest={sha256(data)}", data=data)).status == 201
+
+
+async def test_chunks_over_the_limit_are_refused_and_the_offset_kept(small_limit, client):
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"a" * 60)).status == 202
+    # announced: Content-Length, Content-Range
+    for headers in ({}, {"Content-Range": "60-100"}):
+        r = await client.patch(loc, data=b"b" * 41, headers=headers)
+        assert r.status == 413, headers
+        assert await error_code(r) == "SIZE_INVALID"
+    # not announced (chunked transfer): stopped once the running total passes the limit
+    r = await client.patch(loc, data=agen(b"c" * 30, b"d" * 30))
+    assert r.status == 413
+    assert await error_code(r) == "SIZE_INVALID"
+    r = await client.get(loc)
+    assert r.headers["Range"] == "0-59"
+    assert (small_limit.data_dir / "uploads" / uuid).read_bytes() == b"a" * 60
+    # a final chunk over the limit keeps the session too
+    r = await client.put(f"{loc}?digest={sha256(b'a' * 101)}", data=b"a" * 41)
+    assert r.status == 413
+    r = await client.put(f"{loc}?digest={sha256(b'a' * 100)}", data=b"a" * 40)
+    assert r.status == 201
+
+
+async def test_max_blob_size_from_the_environment():
+    from registry.config import Config
+
+    assert Config.load(None, env={}).max_blob_size == 10 * 1024**3
+    assert Config.load(None, env={"BERTH_MAX_BLOB_SIZE": "1048576"}).max_blob_size == 1048576
+
+
+async def test_a_writer_that_cannot_renew_its_lease_in_time_stops(client, config, monkeypatch):
+    """The writer checks its lease before each buffer: once it could have lapsed unrenewed
+    (here: at once), it stops — before it could overlap the next holder — and records nothing."""
+    import registry.service.uploads as uploads_service
+
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"kept")).status == 202
+    monkeypatch.setattr(uploads_service, "LEASE", 0.0)
+    r = await client.patch(loc, data=b"never recorded")
+    assert r.status == 416 and r.headers["Range"] == "0-3"
+    assert (config.data_dir / "uploads" / uuid).read_bytes() == b"kept"
+    monkeypatch.setattr(uploads_service, "LEASE", 30.0)
+    assert (await client.patch(loc, data=b" more", headers={"Content-Range": "4-8"})).status == 202
+    assert (await client.put(f"{loc}?digest={sha256(b'kept more')}")).status == 201
+
+
+async def test_the_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(client):
+    """A process killed mid-PATCH (SIGKILL) leaves its lease; another process of the same host
+    sees that its holder is gone and continues without waiting for it to lapse. A live
+    holder, or one on another host, is waited for."""
+    import subprocess
+    import sys
+    import time
+
+    import registry.service.uploads as uploads_service
+
+    svc = _svc(client)
+    loc = await start(client)
+    uuid = loc.rsplit("/", 1)[1]
+    assert (await client.patch(loc, data=b"0123456789")).status == 202
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    token = uploads_service.new_token()
+    dead = token[:8] + f"{gone.pid:08x}" + token[16:]
+    if not uploads_service.holder_is_dead(dead):
+        pytest.skip("this host cannot tell a dead lease holder (no /proc)")
+    alive = token[:8] + f"{os.getppid():08x}" + token[16:]
+    elsewhere = "ffffffff" if token[:8] != "ffffffff" else "00000000"
+    for holder in (alive, elsewhere + dead[8:]):
+        await svc.catalog.claim_upload(uuid, NAME, holder, time.time() + 30)
+        r = await client.patch(loc, data=b"abc", headers={"Content-Range": "10-12"})
+        assert r.status == 416 and r.headers["Range"] == "0-9", holder
+        await svc.catalog.release_upload(uuid, holder)
+    await svc.catalog.claim_upload(uuid, NAME, dead, time.time() + 30)
+    r = await client.patch(loc, data=b"abc", headers={"Content-Range": "10-12"})
+    assert r.status == 202 and r.headers["Range"] == "0-12"
+    assert (await client.put(f"{loc}?digest={sha256(b'0123456789abc')}")).status == 201

@@ -1,4 +1,8 @@
-"""storage.blobs.BlobStore: streaming uploads, truncation on failure, verify, dedup, restart."""
+"""storage.content.filesystem.FilesystemDriver: the data directory's layout, appends at the
+recorded offset, commits of exactly ``size`` bytes, dedup, listing, hostile upload ids.
+
+(The behaviour every driver shares is checked against filesystem and S3 in tests/content.)
+"""
 from __future__ import annotations
 
 import hashlib
@@ -6,10 +10,12 @@ import os
 
 import pytest
 
-from storage.blobs import BlobStore
+from storage.content.filesystem import FilesystemDriver
 from storage.digest import of_bytes
-from storage.errors import DigestInvalid, SizeInvalid, UploadOutOfOrder, UploadUnknown
+from storage.errors import ContentMissing, DriverUnavailable, SizeInvalid, UploadUnknown
 from storage.paths import Layout
+
+UID = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture
@@ -20,8 +26,8 @@ def layout(tmp_path) -> Layout:
 
 
 @pytest.fixture
-def store(layout) -> BlobStore:
-    return BlobStore(layout)
+def driver(layout) -> FilesystemDriver:
+    return FilesystemDriver(layout.root)
 
 
 async def stream(*parts: bytes):
@@ -35,177 +41,146 @@ async def failing(*parts: bytes):
     raise ConnectionResetError("client went away")
 
 
+async def collect(aiter) -> bytes:
+    return b"".join([c async for c in aiter])
+
+
 def blob_files(layout: Layout) -> list:
     return [p for p in layout.blobs.rglob("*") if p.is_file()]
 
 
-async def test_append_and_commit(store, layout):
-    uid = store.start()
-    assert store.offset(uid) == 0
-    assert await store.append(uid, stream(b"hello ", b"world")) == 11
-    assert await store.append(uid, stream(b"!"), start=11, length=1) == 12
-    digest = of_bytes(b"hello world!")
-    assert await store.commit(uid, digest) == 12
-    assert store.read(digest) == b"hello world!"
-    assert store.size(digest) == 12
-    path = layout.blob(digest)
-    assert path == layout.blobs / "sha256" / digest[7:9] / digest[7:]
-    assert list(layout.uploads.iterdir()) == []
-    with pytest.raises(UploadUnknown):
-        store.offset(uid)
-
-
-async def test_append_truncates_back_on_failing_stream(store, layout):
-    uid = store.start()
-    await store.append(uid, stream(b"good part "))
-    with pytest.raises(ConnectionResetError):
-        await store.append(uid, failing(b"half", b" written"))
-    assert store.offset(uid) == 10
-    assert layout.upload(uid).read_bytes() == b"good part "
-    # the session continues and the digest (hash rebuilt) is right
-    await store.append(uid, stream(b"rest"), start=10)
-    assert await store.commit(uid, of_bytes(b"good part rest")) == 14
-
-
-async def test_append_truncates_on_failure_after_a_full_buffer(store, layout, monkeypatch):
-    import storage.blobs as blobs_mod
-
-    monkeypatch.setattr(blobs_mod, "BUFFER", 8)  # force flushes to disk before the failure
-    uid = store.start()
-    with pytest.raises(ConnectionResetError):
-        await store.append(uid, failing(b"0123456789", b"abcdefghij"))
-    assert store.offset(uid) == 0
-    assert layout.upload(uid).read_bytes() == b""
-
-
-async def test_length_mismatch_truncates(store, layout):
-    uid = store.start()
-    await store.append(uid, stream(b"abc"))
-    with pytest.raises(SizeInvalid):
-        await store.append(uid, stream(b"defgh"), length=3)
-    assert store.offset(uid) == 3
-    assert layout.upload(uid).read_bytes() == b"abc"
-    with pytest.raises(SizeInvalid):
-        await store.append(uid, stream(b"d"), length=3)
-    assert layout.upload(uid).read_bytes() == b"abc"
-
-
-async def test_out_of_order(store, layout):
-    uid = store.start()
-    await store.append(uid, stream(b"abc"))
-    with pytest.raises(UploadOutOfOrder) as e:
-        await store.append(uid, stream(b"xyz"), start=5)
-    assert e.value.offset == 3
-    with pytest.raises(UploadOutOfOrder):
-        await store.append(uid, stream(b"xyz"), start=0)
-    assert layout.upload(uid).read_bytes() == b"abc"
-
-
-async def test_commit_wrong_digest_removes_upload(store, layout):
-    uid = store.start()
-    await store.append(uid, stream(b"content"))
-    wrong = of_bytes(b"other")
-    with pytest.raises(DigestInvalid):
-        await store.commit(uid, wrong)
-    assert not layout.upload(uid).exists()
-    assert list(layout.uploads.iterdir()) == []
-    assert blob_files(layout) == []
-    assert store.size(wrong) is None
-    with pytest.raises(UploadUnknown):
-        store.offset(uid)
-
-
-async def test_commit_sha512(store):
-    data = b"sha512 data" * 10
-    digest = "sha512:" + hashlib.sha512(data).hexdigest()
-    uid = store.start()
-    await store.append(uid, stream(data))
-    assert await store.commit(uid, digest) == len(data)
-    assert store.read(digest) == data
-
-
-async def test_dedup_of_identical_blobs(store, layout):
-    data = b"same"
+async def put(driver, data: bytes, upload_id: str = UID) -> str:
     digest = of_bytes(data)
-    assert await store.put_bytes(data, digest) == 4
-    path = layout.blob(digest)
+    state = await driver.start_upload(upload_id)
+    n, state = await driver.append(upload_id, state, 0, stream(data))
+    await driver.commit(upload_id, state, n, digest)
+    return digest
+
+
+async def test_check_creates_the_layout(tmp_path):
+    driver = FilesystemDriver(tmp_path / "new")
+    await driver.check()
+    assert (tmp_path / "new" / "blobs").is_dir() and (tmp_path / "new" / "uploads").is_dir()
+    assert list((tmp_path / "new" / "uploads").iterdir()) == []  # the probe is gone
+
+
+async def test_check_refuses_an_unwritable_directory(tmp_path):
+    (tmp_path / "file").write_bytes(b"not a directory")
+    with pytest.raises(DriverUnavailable) as e:
+        await FilesystemDriver(tmp_path / "file" / "data").check()
+    assert "data directory" in e.value.message
+
+
+async def test_append_and_commit_keep_todays_layout(driver, layout):
+    state = await driver.start_upload(UID)
+    assert layout.upload(UID).read_bytes() == b""
+    n, state = await driver.append(UID, state, 0, stream(b"hello ", b"world"))
+    assert n == 11
+    n, state = await driver.append(UID, state, 11, stream(b"!"))
+    assert n == 1
+    assert await collect(driver.read_upload(UID, state, 12)) == b"hello world!"
+    digest = of_bytes(b"hello world!")
+    await driver.commit(UID, state, 12, digest)
+    path = layout.blobs / "sha256" / digest[7:9] / digest[7:]
+    assert driver.local_path(digest) == path and path.read_bytes() == b"hello world!"
+    assert await driver.stat(digest) == 12
+    assert await collect(driver.read(digest)) == b"hello world!"
+    assert await collect(driver.read(digest, 6, 11)) == b"world"
+    assert list(layout.uploads.iterdir()) == []
+
+
+async def test_append_truncates_back_on_a_failing_stream(driver, layout):
+    state = await driver.start_upload(UID)
+    await driver.append(UID, state, 0, stream(b"good part "))
+    with pytest.raises(ConnectionResetError):
+        await driver.append(UID, state, 10, failing(b"half", b" written"))
+    assert layout.upload(UID).read_bytes() == b"good part "
+
+
+async def test_append_at_the_recorded_offset_drops_what_an_interrupted_append_left(driver, layout):
+    """A process killed mid-append leaves bytes past the offset the database holds."""
+    state = await driver.start_upload(UID)
+    await driver.append(UID, state, 0, stream(b"committed"))
+    with open(layout.upload(UID), "ab") as f:
+        f.write(b"GARBAGE FROM A DEAD PROCESS")
+    n, state = await driver.append(UID, state, 9, stream(b" and more"))
+    assert n == 9
+    assert layout.upload(UID).read_bytes() == b"committed and more"
+
+
+async def test_append_past_the_end_is_refused(driver):
+    state = await driver.start_upload(UID)
+    with pytest.raises(SizeInvalid):
+        await driver.append(UID, state, 5, stream(b"x"))
+
+
+async def test_commit_places_exactly_size_bytes(driver, layout):
+    state = await driver.start_upload(UID)
+    await driver.append(UID, state, 0, stream(b"0123456789"))
+    digest = of_bytes(b"01234")
+    await driver.commit(UID, state, 5, digest)
+    assert driver.local_path(digest).read_bytes() == b"01234"
+
+
+async def test_commit_of_more_than_the_upload_holds_is_refused(driver, layout):
+    state = await driver.start_upload(UID)
+    await driver.append(UID, state, 0, stream(b"short"))
+    with pytest.raises(SizeInvalid):
+        await driver.commit(UID, state, 6, of_bytes(b"short!"))
+    assert blob_files(layout) == []
+    assert layout.upload(UID).read_bytes() == b"short"  # the caller decides what to do with it
+
+
+async def test_dedup_keeps_the_stored_file_and_refreshes_its_mtime(driver, layout):
+    digest = await put(driver, b"same")
+    path = driver.local_path(digest)
     inode = path.stat().st_ino
     os.utime(path, (1, 1))
-    assert await store.put_bytes(data, digest) == 4
+    assert await put(driver, b"same", "f" * 32) == digest
     assert blob_files(layout) == [path]
-    assert path.stat().st_ino == inode
-    assert path.stat().st_mtime > 1  # refreshed: the GC grace period protects it again
+    assert path.stat().st_ino == inode and path.stat().st_mtime > 1
     assert list(layout.uploads.iterdir()) == []
 
 
-async def test_put_wrong_digest_keeps_nothing(store, layout):
-    with pytest.raises(DigestInvalid):
-        await store.put_bytes(b"data", of_bytes(b"not data"))
-    assert blob_files(layout) == []
+async def test_read_of_missing_content(driver):
+    with pytest.raises(ContentMissing):
+        await collect(driver.read(of_bytes(b"nothing")))
+    assert await driver.stat(of_bytes(b"nothing")) is None
+
+
+async def test_abort_and_unknown_uploads(driver, layout):
+    state = await driver.start_upload(UID)
+    await driver.append(UID, state, 0, stream(b"abc"))
+    await driver.abort(UID, state)
+    await driver.abort(UID, state)  # already gone: no error
     assert list(layout.uploads.iterdir()) == []
-
-
-async def test_put_failing_stream_keeps_nothing(store, layout):
-    with pytest.raises(ConnectionResetError):
-        await store.put(failing(b"abc"), of_bytes(b"abcdef"))
-    assert blob_files(layout) == []
-    assert list(layout.uploads.iterdir()) == []
-
-
-async def test_offset_survives_restart(layout):
-    first = BlobStore(layout)
-    uid = first.start()
-    await first.append(uid, stream(b"before restart "))
-    second = BlobStore(layout)  # a new process: no in-memory session
-    assert second.offset(uid) == 15
-    with pytest.raises(UploadOutOfOrder):
-        await second.append(uid, stream(b"x"), start=0)
-    assert await second.append(uid, stream(b"after"), start=15) == 20
-    assert await second.commit(uid, of_bytes(b"before restart after")) == 20
-    assert second.read(of_bytes(b"before restart after")) == b"before restart after"
-
-
-async def test_commit_after_restart_still_verifies(layout):
-    first = BlobStore(layout)
-    uid = first.start()
-    await first.append(uid, stream(b"payload"))
-    second = BlobStore(layout)
-    with pytest.raises(DigestInvalid):
-        await second.commit(uid, of_bytes(b"payloaX"))
-    assert not layout.upload(uid).exists()
-    assert blob_files(layout) == []
-
-
-async def test_cancel(store, layout):
-    uid = store.start()
-    await store.append(uid, stream(b"abc"))
-    store.cancel(uid)
-    assert not layout.upload(uid).exists()
     with pytest.raises(UploadUnknown):
-        store.cancel(uid)
+        await driver.append(UID, state, 0, stream(b"x"))
     with pytest.raises(UploadUnknown):
-        await store.append(uid, stream(b"x"))
+        await driver.commit(UID, state, 0, of_bytes(b""))
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "..", "A" * 32, "a" * 31, "a" * 32 + "\n", ""])
-def test_malformed_upload_ids_never_touch_the_filesystem(store, bad):
+async def test_malformed_upload_ids_never_touch_the_filesystem(driver, bad):
     with pytest.raises(UploadUnknown):
-        store.offset(bad)
+        await driver.start_upload(bad)
     with pytest.raises(UploadUnknown):
-        store.cancel(bad)
+        await driver.append(bad, {}, 0, stream(b"x"))
+    await driver.abort(bad, None)
 
 
-def test_no_stored_digests(store):
-    assert list(store.stored_digests()) == []
-    assert store.upload_ids() == []
-
-
-async def test_stored_digests(store):
-    d1 = of_bytes(b"one")
+async def test_listing(driver, layout):
+    assert [d async for d in driver.list_digests()] == []
+    assert [u async for u in driver.list_uploads()] == []
+    d1 = await put(driver, b"one")
     d2 = "sha512:" + hashlib.sha512(b"two").hexdigest()
-    await store.put_bytes(b"one", d1)
-    await store.put_bytes(b"two", d2)
-    assert sorted(store.stored_digests()) == sorted([d1, d2])
-    assert store.delete(d1) is True
-    assert store.delete(d1) is False
-    assert list(store.stored_digests()) == [d2]
+    state = await driver.start_upload("e" * 32)
+    await driver.append("e" * 32, state, 0, stream(b"two"))
+    await driver.commit("e" * 32, state, 3, d2)
+    await driver.start_upload("d" * 32)
+    (layout.uploads / "not-an-upload").write_bytes(b"")
+    assert sorted([d async for d in driver.list_digests()]) == sorted([d1, d2])
+    assert [u for u, _ in [x async for x in driver.list_uploads()]] == ["d" * 32]
+    assert await driver.delete(d1) is True
+    assert await driver.delete(d1) is False
+    assert [d async for d in driver.list_digests()] == [d2]

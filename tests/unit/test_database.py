@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from storage import db
-from storage.blobs import BlobStore
+from storage.content.filesystem import FilesystemDriver
 from storage.catalog import Catalog
 from storage.digest import of_bytes
 from storage.manifests import parse
@@ -30,7 +30,7 @@ async def env(tmp_path, database_url):
     layout.create()
     database = db.Database(database_url or db.default_url(layout))
     await database.create_schema()
-    yield Catalog(database), BlobStore(layout), database
+    yield Catalog(database), FilesystemDriver(layout.root), database
     await database.dispose()
 
 
@@ -44,6 +44,12 @@ def image(config: str, layer: str, **extra) -> bytes:
     }).encode()
 
 
+async def link(catalog, name: str, digest: str, size: int) -> None:
+    """As a push does: pin the blob row (its content is placed then), link it."""
+    assert await catalog.pin_blob(digest, size)
+    await catalog.link_blob(name, digest, size)
+
+
 async def count(database, model) -> int:
     return await database.read(lambda c: c.execute(select(func.count()).select_from(model)).scalar())
 
@@ -51,7 +57,7 @@ async def count(database, model) -> int:
 async def test_concurrent_link_of_one_blob(env):
     catalog, _, database = env
     d = of_bytes(b"layer")
-    await asyncio.gather(*(catalog.link_blob("a/new", d, 5) for _ in range(N)))
+    await asyncio.gather(*(link(catalog, "a/new", d, 5) for _ in range(N)))
     assert await catalog.blob_size("a/new", d) == 5
     assert await catalog.repositories() == ["a/new"]
     assert await count(database, RepositoryBlob) == 1
@@ -60,7 +66,7 @@ async def test_concurrent_link_of_one_blob(env):
 async def test_concurrent_link_of_one_blob_into_many_repositories(env):
     catalog, _, database = env
     d = of_bytes(b"layer")
-    await asyncio.gather(*(catalog.link_blob(f"r/{i}", d, 5) for i in range(N)))
+    await asyncio.gather(*(link(catalog, f"r/{i}", d, 5) for i in range(N)))
     assert await catalog.repositories() == sorted(f"r/{i}" for i in range(N))
     assert await count(database, Blob) == 1
     assert await count(database, RepositoryBlob) == N
@@ -69,8 +75,8 @@ async def test_concurrent_link_of_one_blob_into_many_repositories(env):
 async def test_concurrent_puts_of_one_manifest_and_tag(env):
     catalog, _, database = env
     cfg, layer = of_bytes(b"{}"), of_bytes(b"layer")
-    await catalog.link_blob("a/b", cfg, 2)
-    await catalog.link_blob("a/b", layer, 5)
+    await link(catalog, "a/b", cfg, 2)
+    await link(catalog, "a/b", layer, 5)
     body = image(cfg, layer)
     digest = of_bytes(body)
     await asyncio.gather(*(catalog.put_manifest("a/b", digest, parse(body, None), body, "latest") for _ in range(N)))
@@ -84,11 +90,11 @@ async def test_concurrent_tagging_of_stored_manifests(env):
     """The manifests exist already: every PUT goes straight to the tag (a new one), at once."""
     catalog, _, _ = env
     cfg = of_bytes(b"{}")
-    await catalog.link_blob("a/b", cfg, 2)
+    await link(catalog, "a/b", cfg, 2)
     bodies = []
     for i in range(N):
         layer = of_bytes(f"layer {i}".encode())
-        await catalog.link_blob("a/b", layer, 5)
+        await link(catalog, "a/b", layer, 5)
         body = image(cfg, layer)
         await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, None)
         bodies.append(body)
@@ -106,8 +112,8 @@ async def test_concurrent_first_pushes_into_a_new_repository(env):
 
     async def push(i: int) -> str:
         cfg, layer = of_bytes(b"{}"), of_bytes(f"layer {i}".encode())
-        await catalog.link_blob("fresh/repo", cfg, 2)
-        await catalog.link_blob("fresh/repo", layer, 5)
+        await link(catalog, "fresh/repo", cfg, 2)
+        await link(catalog, "fresh/repo", layer, 5)
         body = image(cfg, layer)
         await catalog.put_manifest("fresh/repo", of_bytes(body), parse(body, None), body, "latest")
         await catalog.put_manifest("fresh/repo", of_bytes(body), parse(body, None), body, f"v{i}")
@@ -121,16 +127,32 @@ async def test_concurrent_first_pushes_into_a_new_repository(env):
 
 
 async def test_gc_and_push_of_one_blob_race(env):
-    """forget_blob against link_blob of the same digest: neither raises, and the outcome is consistent."""
+    """A collector marking an unused blob against a push linking it: exactly one wins, and
+    a blob is never both linked and marked for deletion."""
+    import time
+
+    from sqlalchemy import update
+
+    from storage.errors import BlobDeleting
+
     catalog, _, database = env
     d = of_bytes(b"layer")
-    await catalog.link_blob("a/b", d, 5)
-    await catalog.unlink_blob("a/b", d)
     for _ in range(5):
-        results = await asyncio.gather(catalog.forget_blob(d), catalog.link_blob("c/d", d, 5), catalog.forget_blob(d))
-        linked = await catalog.blob_size("c/d", d)
-        assert linked == 5 and d in await catalog.known_blobs(), results
-        await catalog.unlink_blob("c/d", d)
+        await link(catalog, "a/b", d, 5)
+        await catalog.unlink_blob("a/b", d)
+        await database.write(lambda c: c.execute(update(Blob).values(last_used_at=time.time() - 10)))
+        mark = time.time()
+        marked, linked = await asyncio.gather(
+            catalog.mark_unused_blobs(mark - 5, mark, mark - 900), catalog.link_blob("c/d", d, 5),
+            return_exceptions=True,
+        )
+        if isinstance(linked, BlobDeleting):
+            assert marked == [(d, 5)] and await catalog.blob_size("c/d", d) is None
+            assert await catalog.forget_blobs([d], mark) == 1
+        else:
+            assert linked is None and marked == [], (marked, linked)
+            assert await catalog.blob_size("c/d", d) == 5
+            await catalog.unlink_blob("c/d", d)
 
 
 async def test_long_values_round_trip(env):
@@ -139,8 +161,8 @@ async def test_long_values_round_trip(env):
     cfg, layer = of_bytes(b"{}"), of_bytes(b"layer")
     name = "/".join(["x" * 63] * 4)  # 255 characters, the longest valid name
     tag = "t" * 128
-    await catalog.link_blob(name, cfg, 2)
-    await catalog.link_blob(name, layer, 5)
+    await link(catalog, name, cfg, 2)
+    await link(catalog, name, layer, 5)
     artifact_type = "application/vnd.example." + "a" * 400
     body = image(cfg, layer, artifactType=artifact_type, subject={
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": "sha512:" + "0" * 128, "size": 1},
@@ -160,7 +182,7 @@ async def test_names_sort_by_code_point(env):
     d = of_bytes(b"layer")
     names = ["a/b", "a-b", "a.b", "a_b", "ab", "a0", "b"]
     for n in names:
-        await catalog.link_blob(n, d, 5)
+        await link(catalog, n, d, 5)
     assert await catalog.repositories() == sorted(names)
     assert await catalog.repositories(n=3, last="a.b") == sorted(names)[sorted(names).index("a.b") + 1:][:3]
 

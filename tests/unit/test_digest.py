@@ -5,6 +5,7 @@ import hashlib
 
 import pytest
 
+from registry.errors import domain_code
 from storage import digest as digests
 from storage.errors import DigestInvalid, UnsupportedDigest
 
@@ -33,7 +34,7 @@ def test_invalid(value):
 def test_unsupported_algorithm(value):
     with pytest.raises(UnsupportedDigest) as e:
         digests.parse(value)
-    assert e.value.code == "DIGEST_INVALID"
+    assert domain_code(e.value) == ("DIGEST_INVALID", 400)
 
 
 def test_looks_like_digest():

@@ -1,19 +1,20 @@
-"""storage.gc: unreferenced blobs past the grace period, expired uploads."""
+"""storage.gc: unreferenced links and unused blobs past the grace period, expired uploads;
+every delay kept in the database, every byte reached through the content driver."""
 from __future__ import annotations
 
 import os
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from storage import db
-from storage.blobs import BlobStore
 from storage.catalog import Catalog
+from storage.content.filesystem import FilesystemDriver
 from storage.digest import of_bytes
-from storage.gc import collect, purge_uploads
+from storage.gc import collect, sweep_uploads
 from storage.manifests import parse
-from storage.models import RepositoryBlob, Upload
+from storage.models import Blob, RepositoryBlob, Upload
 from storage.paths import Layout
 
 OLD = time.time() - 10 * 24 * 3600
@@ -25,18 +26,48 @@ async def env(tmp_path, database_url):
     layout.create()
     database = db.Database(database_url or db.default_url(layout))
     await database.create_schema()
-    yield Catalog(database), BlobStore(layout), layout
+    yield Catalog(database), FilesystemDriver(layout.root), layout
     await database.dispose()
 
 
-async def store_blob(catalog, blobs, name, data, *, link=True, age=None):
+async def one(data: bytes):
+    yield data
+
+
+async def place(driver, data: bytes, upload_id: str | None = None) -> str:
+    import uuid
+
+    upload_id = upload_id or uuid.uuid4().hex
     digest = of_bytes(data)
-    size = await blobs.put_bytes(data, digest)
-    if link:
-        await catalog.link_blob(name, digest, size)
-    if age is not None:
-        os.utime(blobs.path(digest), (time.time() - age, time.time() - age))
+    state = await driver.start_upload(upload_id)
+    n, state = await driver.append(upload_id, state, 0, one(data))
+    await driver.commit(upload_id, state, n, digest)
     return digest
+
+
+async def store_blob(catalog, blobs, name, data, *, link=True, age=None):
+    """Push as the service does: pin the row, place the content, link it."""
+    digest = of_bytes(data)
+    assert await catalog.pin_blob(digest, len(data))
+    await place(blobs, data)
+    if link:
+        await catalog.link_blob(name, digest, len(data))
+    if age is not None:
+        await age_blob(catalog, digest, age)
+    return digest
+
+
+async def age_blob(catalog, digest, age):
+    stmt = update(Blob).where(Blob.digest == digest).values(last_used_at=time.time() - age)
+    await catalog.db.write(lambda c: c.execute(stmt))
+
+
+async def size(blobs, digest):
+    return await blobs.stat(digest)
+
+
+async def read(blobs, digest) -> bytes:
+    return b"".join([c async for c in blobs.read(digest)])
 
 
 async def test_unreferenced_blob_past_grace_removed(env):
@@ -46,7 +77,7 @@ async def test_unreferenced_blob_past_grace_removed(env):
     report = await collect(catalog, blobs, grace=3600)
     assert report.blobs_removed == 1
     assert report.bytes_freed == len(b"orphan")
-    assert blobs.size(d) is None
+    assert await size(blobs, d) is None
     assert d not in await catalog.known_blobs()
 
 
@@ -56,31 +87,54 @@ async def test_unreferenced_blob_within_grace_kept(env):
     await catalog.unlink_blob("a/b", d)
     report = await collect(catalog, blobs, grace=3600)
     assert report.blobs_removed == 0
-    assert blobs.size(d) is not None
+    assert await size(blobs, d) is not None
+    assert d in await catalog.known_blobs()
 
 
-async def test_file_without_row_past_grace_removed(env):
+async def test_delays_are_in_the_database_not_in_file_times(env):
+    """An old file whose row was used recently is kept; a fresh file whose row is old goes."""
     catalog, blobs, _ = env
-    d = await store_blob(catalog, blobs, "a/b", b"crash between commit and link", link=False, age=7200)
+    kept = await store_blob(catalog, blobs, "a/b", b"used recently")
+    os.utime(blobs.local_path(kept), (1, 1))
+    gone = await store_blob(catalog, blobs, "a/b", b"unused for long", age=7200)
+    for d in (kept, gone):
+        await catalog.unlink_blob("a/b", d)
     report = await collect(catalog, blobs, grace=3600)
     assert report.blobs_removed == 1
-    assert blobs.size(d) is None
+    assert await size(blobs, kept) is not None and await size(blobs, gone) is None
+
+
+async def test_content_without_row_removed(env):
+    catalog, blobs, _ = env
+    d = await place(blobs, b"crash between commit and link, or a lost row")
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 1
+    assert report.bytes_freed == len(b"crash between commit and link, or a lost row")
+    assert await size(blobs, d) is None
+    assert d not in await catalog.known_blobs()
+
+
+async def test_row_without_content_removed(env):
+    """A push pinned the row and died before placing the content."""
+    catalog, blobs, _ = env
+    d = of_bytes(b"never placed")
+    assert await catalog.pin_blob(d, 12)
+    await age_blob(catalog, d, 7200)
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 0
+    assert d not in await catalog.known_blobs()
 
 
 async def test_referenced_blob_kept(env):
     catalog, blobs, _ = env
     linked = await store_blob(catalog, blobs, "a/b", b"linked", age=7200)
     cfg = await store_blob(catalog, blobs, "a/b", b"config", age=7200)
-    body = (
-        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-        f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cfg}","size":6}},'
-        f'"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{linked}","size":6}}]}}'
-    ).encode()
+    body = _manifest(cfg, linked)
     await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
     report = await collect(catalog, blobs, grace=0)
     assert report.blobs_removed == 0
-    assert blobs.read(linked) == b"linked"
-    assert blobs.read(cfg) == b"config"
+    assert await read(blobs, linked) == b"linked"
+    assert await read(blobs, cfg) == b"config"
 
 
 async def test_blob_linked_in_another_repository_kept(env):
@@ -90,7 +144,7 @@ async def test_blob_linked_in_another_repository_kept(env):
     await catalog.unlink_blob("a/one", d)
     report = await collect(catalog, blobs, grace=3600)  # a/two's link is young: a push in progress
     assert report.blobs_removed == 0
-    assert blobs.read(d) == b"shared"
+    assert await read(blobs, d) == b"shared"
 
 
 def _manifest(cfg: str, layer: str) -> bytes:
@@ -103,6 +157,7 @@ def _manifest(cfg: str, layer: str) -> bytes:
 
 async def _age_links(catalog):
     await catalog.db.write(lambda c: c.execute(update(RepositoryBlob).values(created_at=OLD)))
+    await catalog.db.write(lambda c: c.execute(update(Blob).values(last_used_at=OLD)))
 
 
 async def test_deleted_image_layers_reclaimed(env):
@@ -117,7 +172,7 @@ async def test_deleted_image_layers_reclaimed(env):
     report = await collect(catalog, blobs, grace=3600)
     assert report.links_removed == 2
     assert report.blobs_removed == 2
-    assert blobs.size(layer) is None and blobs.size(cfg) is None
+    assert await size(blobs, layer) is None and await size(blobs, cfg) is None
     assert await catalog.blob_size("a/b", layer) is None
 
 
@@ -147,37 +202,109 @@ async def test_blob_shared_with_a_referencing_repository_kept(env):
     assert await catalog.blob_size("a/two", layer) is None
 
 
+async def test_marked_rows_refuse_pins_links_and_mounts(env):
+    """While a collector has a row marked, nothing links it; a mark from a dead collector
+    (older than MARK_STALE) is taken over by a pin and by the next collector."""
+    from storage.errors import BlobDeleting
+    from storage.gc import MARK_STALE
+
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/src", b"marked")
+    await catalog.unlink_blob("a/src", d)
+    await age_blob(catalog, d, 7200)
+    now = time.time()
+    assert await catalog.mark_unused_blobs(now - 3600, now, now - MARK_STALE) == [(d, 6)]
+    assert await catalog.pin_blob(d, 6, steal_before=now - MARK_STALE) is False
+    with pytest.raises(BlobDeleting):
+        await catalog.link_blob("a/b", d, 6)
+    with pytest.raises(BlobDeleting):  # no row at all (a collector deleted it, content and all)
+        await catalog.link_blob("a/b", of_bytes(b"no row"), 6)
+    assert await catalog.mount_blob("a/src", "a/c", d) is None  # (not linked in a/src either)
+    # a dead collector's mark
+    stale = time.time() - MARK_STALE - 60
+    await catalog.db.write(lambda c: c.execute(update(Blob).values(deleting_at=stale)))
+    assert await catalog.pin_blob(d, 6, steal_before=time.time() - MARK_STALE) is True
+    row = await catalog.db.read(lambda c: c.execute(select(Blob.deleting_at)).scalar())
+    assert row is None
+    await catalog.link_blob("a/b", d, 6)
+    assert await read(blobs, d) == b"marked"
+
+
+async def test_next_collector_finishes_a_dead_collectors_marks(env):
+    from storage.gc import MARK_STALE
+
+    catalog, blobs, _ = env
+    d = await store_blob(catalog, blobs, "a/b", b"half collected", link=False, age=7200)
+    stale = time.time() - MARK_STALE - 60
+    await catalog.db.write(lambda c: c.execute(update(Blob).values(deleting_at=stale)))
+    report = await collect(catalog, blobs, grace=3600)
+    assert report.blobs_removed == 1
+    assert d not in await catalog.known_blobs()
+
+
+async def start_session(catalog, blobs, name="a/b") -> str:
+    import uuid
+
+    upload_id = uuid.uuid4().hex
+    state = await blobs.start_upload(upload_id)
+    await catalog.create_upload(upload_id, name, None, state)
+    return upload_id
+
+
 async def test_expired_uploads_purged(env):
     catalog, blobs, layout = env
-    stale = blobs.start()
-    await catalog.create_upload(stale, "a/b")
-    fresh = blobs.start()
-    await catalog.create_upload(fresh, "a/b")
-    orphan_old = blobs.start()  # a file with no row (e.g. a crash), old
+    stale = await start_session(catalog, blobs)
+    fresh = await start_session(catalog, blobs)
+    orphan_old = "a" * 32  # bytes with no row (e.g. a crash), old
+    await blobs.start_upload(orphan_old)
     os.utime(layout.upload(orphan_old), (OLD, OLD))
-    orphan_new = blobs.start()  # a file with no row, recent: may be a session being created
+    orphan_new = "b" * 32  # bytes with no row, recent: may be a monolithic push in progress
+    await blobs.start_upload(orphan_new)
     # `stale` was last used long ago
     await catalog.db.write(lambda c: c.execute(update(Upload).where(Upload.id == stale).values(updated_at=OLD)))
-    removed = await purge_uploads(catalog, blobs, time.time() - 3600)
+    removed = await sweep_uploads(catalog, blobs, expiry=3600)
     assert removed == 2
     assert await catalog.upload_ids() == {fresh}
     assert sorted(p.name for p in layout.uploads.iterdir()) == sorted([fresh, orphan_new])
 
 
+async def test_leased_upload_is_not_purged(env):
+    """A session being written (an unexpired lease) is not idle, whatever its updated_at."""
+    catalog, blobs, layout = env
+    uid = await start_session(catalog, blobs)
+    await catalog.claim_upload(uid, "a/b", "t" * 32, time.time() + 30)
+    await catalog.db.write(lambda c: c.execute(update(Upload).values(updated_at=OLD)))
+    assert await sweep_uploads(catalog, blobs, expiry=3600) == 0
+    assert await catalog.upload_ids() == {uid}
+
+
 async def test_collect_purges_expired_uploads(env):
     catalog, blobs, layout = env
-    uid = blobs.start()
-    await catalog.create_upload(uid, "a/b")
+    await start_session(catalog, blobs)
     report = await collect(catalog, blobs, grace=3600, upload_expiry=-10)  # everything is expired
     assert report.uploads_removed == 1
     assert await catalog.upload_ids() == set()
     assert list(layout.uploads.iterdir()) == []
 
 
-async def test_upload_with_row_but_no_file_purged(env):
+async def test_upload_with_row_but_no_bytes_purged(env):
     catalog, blobs, _ = env
-    uid = blobs.start()
-    await catalog.create_upload(uid, "a/b")
-    blobs.cancel(uid)  # file gone, row left
-    assert await purge_uploads(catalog, blobs, time.time() + 10) == 1
+    uid = await start_session(catalog, blobs)
+    await blobs.abort(uid, None)  # bytes gone, row left
+    assert await sweep_uploads(catalog, blobs, expiry=-10) == 1
     assert await catalog.upload_ids() == set()
+
+
+def test_berth_gc_command(tmp_path, capsys):
+    """`berth gc` builds the same services as the server (bootstrap) and collects through the driver."""
+    import asyncio
+
+    from registry.cli import main
+
+    data = tmp_path / "data"
+    driver = FilesystemDriver(data)
+    asyncio.run(driver.check())
+    digest = asyncio.run(place(driver, b"left behind by a crash"))
+    assert main(["gc", "--data", str(data)]) == 0
+    assert "1 blobs (22 bytes)" in capsys.readouterr().out
+    assert asyncio.run(driver.stat(digest)) is None

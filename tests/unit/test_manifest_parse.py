@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from registry.errors import domain_code
 from storage import manifests as m
 from storage.digest import of_bytes
 from storage.errors import ManifestInvalid, Unsupported
@@ -113,7 +114,7 @@ def test_schema1_refused(how):
         doc["mediaType"] = m.DOCKER_SCHEMA1[1]
     with pytest.raises(Unsupported) as e:
         parse(doc, ct)
-    assert e.value.code == "UNSUPPORTED"
+    assert domain_code(e.value) == ("UNSUPPORTED", 415)
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b"\xff", b"null", b'"str"'])

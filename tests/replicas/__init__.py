@@ -1,0 +1,1 @@
+"""Two real `berth serve` processes on one data directory (filesystem driver, SQLite)."""
