@@ -32,7 +32,8 @@ def _basic(creds: Creds) -> dict[str, str]:
 
 def _admin(server: BerthServer, method: str, path: str, body: dict | None = None):
     data = json.dumps(body).encode() if body is not None else None
-    return server._send(method, path, _basic(server.admin), data)
+    headers = {**_basic(server.admin), "Content-Type": "application/json"} if data is not None else _basic(server.admin)
+    return server._send(method, path, headers, data)
 
 
 def _token(server: BerthServer, creds: Creds, scope: str):

@@ -30,14 +30,6 @@ def _patch(server, location: str, data: bytes, start: int):
                                             "Content-Length": str(len(data))}, data)
 
 
-# Known defect on this branch, in code owned by the upload-storage rewrite (branch `store`):
-# after a restart storage/blobs.py takes an upload's offset from its file size, so the bytes of
-# the PATCH cut off by the SIGKILL count as committed (seen: Range 0-100073153 instead of
-# 0-65535, and the client's correct resume answers 416). strict: once the rewrite (upload
-# state kept with the committed offset) is merged this XPASSes and fails the run, so the mark
-# must then be removed.
-@pytest.mark.xfail(strict=True, reason="upload offset after a crash = file size (storage/blobs.py); "
-                                       "fixed by the upload-storage rewrite, then remove this mark")
 def test_sigkill_in_the_middle_of_a_patch(servers, process_root, database_url):
     data = process_root / "data"
     env = database_env(database_url)
