@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from storage import db
+from storage import db, leases
 from storage.blobs import BlobStore
 from storage.catalog import Catalog
 from storage.gc import purge_uploads
@@ -28,8 +28,9 @@ UPLOAD_SWEEP_INTERVAL = 600  # seconds between sweeps of expired upload sessions
 async def _sweep_uploads(svc: Services) -> None:
     while True:
         await asyncio.sleep(UPLOAD_SWEEP_INTERVAL)
-        try:
-            await purge_uploads(svc.catalog, svc.blobs, time.time() - svc.config.upload_expiry)
+        try:  # one sweeper at a time across replicas (the lease `berth gc` takes too)
+            await leases.hold(svc.db, leases.GC_LEASE,
+                              lambda: purge_uploads(svc.catalog, svc.blobs, time.time() - svc.config.upload_expiry))
         except Exception:  # keep sweeping; a failed sweep is logged, not fatal
             log.exception("upload sweep failed")
 

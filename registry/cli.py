@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -19,7 +20,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_auth:
         config.auth.enabled = False
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = args.workers if args.workers is not None else config.workers
+    if workers < 1:
+        print("berth: --workers must be at least 1", file=sys.stderr)
+        return 2
+    fmt = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s" if args.worker or workers > 1 else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=config.log_level, format=fmt)
     ssl_context = None
     if config.tls_cert or config.tls_key:
         if not (config.tls_cert and config.tls_key):
@@ -29,9 +36,15 @@ def _serve(args: argparse.Namespace) -> int:
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
-    app = create_app(config)
     scheme = "https" if ssl_context else "http"
-    print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})", flush=True)
+    if workers > 1 and not args.worker:
+        return _supervise(args, config, workers, f"{scheme}://{config.host}:{config.port}")
+    if args.worker:
+        _die_with_parent()
+    app = create_app(config)
+    if not args.worker:
+        print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})",
+              flush=True)
     access_log = logging.getLogger("berth.access") if config.access_log else None
     web.run_app(
         app,
@@ -41,12 +54,86 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         access_log=access_log,
         access_log_format='%a "%r" %s %b %Tfs',
+        reuse_port=True if args.worker else None,  # workers share the port (SO_REUSEPORT)
     )
     return 0
 
 
+# ---- berth serve --workers N: N processes on one port ------------------------------------------
+
+
+def _supervise(args: argparse.Namespace, config: Config, workers: int, url: str) -> int:
+    """Run the once-only start-up here, then ``workers`` copies of this command with ``--worker``,
+    each listening on the same host:port with SO_REUSEPORT (the kernel spreads connections).
+    SIGTERM/SIGINT are forwarded; when one worker exits on its own the others are stopped too
+    (a supervisor such as systemd or Kubernetes restarts the whole)."""
+    import os
+    import signal
+    import subprocess
+
+    from aiohttp import web
+
+    from .app import create_app
+
+    async def prepare() -> None:
+        # schema, signing keys, bootstrap admin: once, before any worker, so workers never race
+        runner = web.AppRunner(create_app(config))
+        await runner.setup()
+        await runner.cleanup()
+
+    asyncio.run(prepare())
+    cmd = [sys.executable, "-m", "registry.cli", *args.argv, "--worker"]
+    env = {**os.environ, "BERTH_SUPERVISOR_PID": str(os.getpid())}
+    children = {}
+    for _ in range(workers):
+        p = subprocess.Popen(cmd, env=env, process_group=0)  # the terminal's Ctrl-C reaches us only
+        children[p.pid] = p
+    print(f"berth: serving on {url} with {workers} workers (pids {' '.join(map(str, children))}; "
+          f"data in {config.data_dir.resolve()})", flush=True)
+    stopping = False
+
+    def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in children.values():
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while any(p.returncode is None for p in children.values()):
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        p = children.get(pid)
+        if p is None:
+            continue
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            print(f"berth: worker {pid} exited with {p.returncode}; stopping the others", file=sys.stderr, flush=True)
+            code = p.returncode or 1
+            forward(signal.SIGTERM, None)
+    return code
+
+
+def _die_with_parent() -> None:
+    """A worker ends when its supervisor does, even if the supervisor was SIGKILLed."""
+    import ctypes
+    import os
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    parent = os.environ.get("BERTH_SUPERVISOR_PID")
+    if parent and os.getppid() != int(parent):  # the supervisor died before prctl
+        raise SystemExit(0)
+
+
 def _gc(args: argparse.Namespace) -> int:
-    from storage import db
+    from storage import db, leases
     from storage.blobs import BlobStore
     from storage.catalog import Catalog
     from storage.gc import collect
@@ -58,12 +145,20 @@ def _gc(args: argparse.Namespace) -> int:
         layout = Layout(config.data_dir)
         database = db.Database(config.database_url or db.default_url(layout))
         await database.create_schema()
-        try:
-            return await collect(Catalog(database), BlobStore(layout), grace=args.grace, upload_expiry=config.upload_expiry)
+        try:  # one collector at a time across every replica and cron job (storage.leases)
+            held, report = await leases.hold(database, leases.GC_LEASE, lambda: collect(
+                Catalog(database), BlobStore(layout), grace=args.grace, upload_expiry=config.upload_expiry))
+            if not held:
+                holder = await leases.current_holder(database, leases.GC_LEASE)
+                who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
+                print(f"berth: garbage collection is already running: {who}; nothing done", file=sys.stderr)
+            return report
         finally:
             await database.dispose()
 
     report = asyncio.run(run())
+    if report is None:
+        return 3
     print(
         f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
         f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
@@ -100,6 +195,7 @@ def _admin(args: argparse.Namespace) -> int:
                 from .auth.service import AuthService
 
                 auth = AuthService(config, principals)
+                await auth.keys.start()
             ops = AdminOps(principals, config, auth)
             return await args.admin_call(ops, CLI_ACTOR, args)
         finally:
@@ -253,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--no-auth", action="store_true", help="disable authentication (development only)")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the same port (default 1; about one per CPU core)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
     serve.set_defaults(func=_serve)
 
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
@@ -266,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 
