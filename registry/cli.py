@@ -166,6 +166,47 @@ def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(args: argparse.Namespace) -> int:
+    """berth keys list|rotate|retire: the token signing keys every replica shares (registry.auth.keys)."""
+    import json
+
+    from storage import db
+    from storage.paths import Layout
+
+    from .auth import keys as keymod
+
+    config = Config.load(args.config, data_dir=args.data)
+
+    async def run():
+        database = db.Database(config.database_url or db.default_url(Layout(config.data_dir)))
+        try:
+            await database.create_schema()
+            if args.keys_command == "rotate":
+                await keymod.rotate(database, args.algorithm or config.auth.algorithm,
+                                    0.0 if args.retire_old else keymod.keep_old_for(config.auth))
+            elif args.keys_command == "retire":
+                if await keymod.retire(database, args.kid) is None:
+                    raise keymod.KeyError_(f"no signing key {args.kid!r}")
+            return await keymod.stored_keys(database)
+        finally:
+            await database.dispose()
+
+    try:
+        rows = asyncio.run(run())
+    except keymod.KeyError_ as e:
+        print(f"berth: {e}", file=sys.stderr)
+        return 1
+    import time
+
+    now = time.time()
+    live = [r for r in rows if r.not_after is None or r.not_after > now]
+    print(json.dumps([{"generation": r.generation, "kid": r.kid, "algorithm": r.algorithm,
+                       "created_at": r.created_at, "not_after": r.not_after,
+                       "state": "signing" if live and r is live[0] else ("verifying" if r in live else "retired")}
+                      for r in rows], indent=2))
+    return 0
+
+
 # ---- admin subcommands: the same operations as the admin API (registry.admin.operations) ----------
 
 
@@ -359,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--config", help="YAML configuration file")
     gc.add_argument("--grace", type=float, default=3600, help="keep blobs written in the last N seconds")
     gc.set_defaults(func=_gc)
+
+    keys = sub.add_parser("keys", help="token signing keys shared by every replica (in the database)")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    for name, help in (("list", "list the signing keys and their state"),
+                       ("rotate", "make a new key the signer on every replica within 5 s"),
+                       ("retire", "stop accepting tokens signed with one key (every replica within 5 s)")):
+        k = ks.add_parser(name, help=help)
+        k.add_argument("--data", help="data directory (default ./data)")
+        k.add_argument("--config", help="YAML configuration file")
+        k.set_defaults(func=_keys)
+    ks.choices["rotate"].add_argument("--algorithm", choices=("ES256", "RS256"), help="default auth.algorithm")
+    ks.choices["rotate"].add_argument("--retire-old", action="store_true",
+                                      help="stop accepting the older keys at once (their tokens fail)")
+    ks.choices["retire"].add_argument("kid")
 
     _add_admin_parsers(sub)
     return p
