@@ -7,11 +7,21 @@ processes, HAProxy (tests/haproxy.py), PostgreSQL and SeaweedFS.
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from registry.app import create_app
 from registry.config import Config
 from tests.auth.conftest import basic, bearer, fast_bcrypt  # noqa: F401 - fixtures are found by name
+from tests.e2e.conftest import (  # noqa: F401 - the real clients, as fixtures
+    containerd,
+    containers_env,
+    e2e_root,
+    podman,
+    skopeo,
+    workdir,
+)
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -42,6 +52,13 @@ async def replicas(aiohttp_client, replica_config):
 
 
 ADMIN = basic("admin", ADMIN_PASSWORD)
+
+
+def skip_or_fail(reason: str) -> None:
+    """A missing program: a failure under CI (any value but false/0/no/off), a skip elsewhere."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "false", "0", "no", "off"):
+        pytest.fail(f"{reason}; CI requires it", pytrace=False)
+    pytest.skip(reason)
 
 
 async def token(client, *scopes: str, headers=None) -> str:
