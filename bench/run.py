@@ -26,7 +26,7 @@ sending, so the client's own memory stays flat too.
 
 ``--workers N`` starts Berth with ``berth serve --workers N`` (CPU and RSS are then summed
 over the supervisor and its workers). ``--storage s3`` starts one SeaweedFS
-(tests/seaweed.py) and gives each registry a bucket of its own: Berth with its s3 driver
+(tests/seaweed.py) with one bucket, a prefix per registry: Berth with its s3 driver
 (``BERTH_STORAGE_DRIVER=s3``), Distribution with its own ``s3`` driver (path-style
 ``regionendpoint``, ``v4auth``, redirects off, started without ``AWS_CA_BUNDLE``).
 
@@ -678,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="skip writing+deleting 3 x size first (VM first-touch page cost skews the first server)")
     p.add_argument("--workers", type=int, default=1, help="berth serve --workers N (default 1)")
     p.add_argument("--storage", choices=["filesystem", "s3"], default="filesystem",
-                   help="s3: both registries store in buckets of one SeaweedFS the bench starts "
+                   help="s3: both registries store in one bucket of a SeaweedFS the bench starts "
                         "(Berth's s3 driver, Distribution's own s3 driver)")
     p.add_argument("--berth-src", type=Path, help="run Berth from this source tree instead (PYTHONPATH, same venv)")
     p.add_argument("--wait-idle", type=float, default=10.0,

@@ -92,7 +92,10 @@ class Server:
 
 
 class S3Target:
-    """Where the S3-backed registries keep their bytes: one SeaweedFS (tests/seaweed.py), one bucket each."""
+    """Where the S3-backed registries keep their bytes: one SeaweedFS (tests/seaweed.py), one bucket,
+    a prefix each (a second bucket is a second SeaweedFS collection, which may find no free volume)."""
+
+    BUCKET = "bench"
 
     def __init__(self, workdir: Path) -> None:
         sys.path.insert(0, str(ROOT))
@@ -105,11 +108,8 @@ class S3Target:
 
     def start(self) -> "S3Target":
         self.seaweed.start()
+        self.seaweed.create_bucket(self.BUCKET)
         return self
-
-    def bucket(self, name: str) -> str:
-        self.seaweed.create_bucket(name)
-        return name
 
     def stop(self) -> None:
         self.seaweed.stop()
@@ -134,7 +134,7 @@ class Berth(Server):
     name = "berth"
     src: Path | None = None  # another Berth tree to run instead (e.g. a before/after comparison)
     workers = 1  # berth serve --workers N
-    s3: S3Target | None = None  # set: BERTH_STORAGE_DRIVER=s3 on a bucket of its own
+    s3: S3Target | None = None  # set: BERTH_STORAGE_DRIVER=s3, under a prefix of its own
 
     def command(self) -> list[str]:
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.workdir / "data"),
@@ -155,7 +155,8 @@ class Berth(Server):
         if self.s3 is not None:
             sw = self.s3.seaweed
             env.update(BERTH_STORAGE_DRIVER="s3", BERTH_STORAGE_S3_ENDPOINT=sw.endpoint,
-                       BERTH_STORAGE_S3_REGION=sw.region, BERTH_STORAGE_S3_BUCKET=self.s3.bucket(f"berth-{self.port}"),
+                       BERTH_STORAGE_S3_REGION=sw.region, BERTH_STORAGE_S3_BUCKET=self.s3.BUCKET,
+                       BERTH_STORAGE_S3_PREFIX=f"berth-{self.port}",
                        BERTH_STORAGE_S3_ACCESS_KEY=sw.access_key, BERTH_STORAGE_S3_SECRET_KEY=sw.secret_key)
         return env
 
@@ -174,7 +175,7 @@ class Berth(Server):
 
 class Distribution(Server):
     name = "distribution"
-    s3: S3Target | None = None  # set: Distribution's own s3 driver on a bucket of its own
+    s3: S3Target | None = None  # set: Distribution's own s3 driver, under a prefix of its own
 
     def command(self) -> list[str]:
         cfg = self.workdir / "config.yml"
@@ -184,8 +185,8 @@ class Distribution(Server):
             sw = self.s3.seaweed
             storage = ("  s3:\n"
                        f"    accesskey: {sw.access_key}\n    secretkey: {sw.secret_key}\n    region: {sw.region}\n"
-                       f"    regionendpoint: \"{sw.endpoint}\"\n    bucket: {self.s3.bucket(f'dist-{self.port}')}\n"
-                       "    secure: false\n    v4auth: true\n    rootdirectory: /dist\n"
+                       f"    regionendpoint: \"{sw.endpoint}\"\n    bucket: {self.s3.BUCKET}\n"
+                       f"    secure: false\n    v4auth: true\n    rootdirectory: /dist-{self.port}\n"
                        "  redirect:\n    disable: true\n")
         cfg.write_text(
             "version: 0.1\n"
