@@ -11,10 +11,6 @@ from .config import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-
     config = Config.load(
         args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
     )
@@ -37,8 +33,21 @@ def _serve(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
     scheme = "https" if ssl_context else "http"
-    if workers > 1 and not args.worker:
+    if workers > 1 and not args.worker and not args.prepare:
+        # the supervisor never imports the application: it stays a few MiB
         return _supervise(args, config, workers, f"{scheme}://{config.host}:{config.port}")
+    from aiohttp import web
+
+    from .app import create_app
+
+    if args.prepare:  # the once-only start-up of --workers N: schema, signing key, bootstrap admin
+        async def prepare() -> None:
+            runner = web.AppRunner(create_app(config))
+            await runner.setup()
+            await runner.cleanup()
+
+        asyncio.run(prepare())
+        return 0
     if args.worker:
         _die_with_parent()
     app = create_app(config)
@@ -71,17 +80,10 @@ def _supervise(args: argparse.Namespace, config: Config, workers: int, url: str)
     import signal
     import subprocess
 
-    from aiohttp import web
-
-    from .app import create_app
-
-    async def prepare() -> None:
-        # schema, signing keys, bootstrap admin: once, before any worker, so workers never race
-        runner = web.AppRunner(create_app(config))
-        await runner.setup()
-        await runner.cleanup()
-
-    asyncio.run(prepare())
+    # schema, signing keys, bootstrap admin: once, in a process of its own, before any worker
+    prepared = subprocess.run([sys.executable, "-m", "registry.cli", *args.argv, "--prepare"])
+    if prepared.returncode != 0:
+        return prepared.returncode
     cmd = [sys.executable, "-m", "registry.cli", *args.argv, "--worker"]
     env = {**os.environ, "BERTH_SUPERVISOR_PID": str(os.getpid())}
     children = {}
@@ -393,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int,
                        help="processes serving the same port (default 1; about one per CPU core)")
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
+    serve.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # start-up only, then exit
     serve.set_defaults(func=_serve)
 
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
