@@ -54,6 +54,14 @@ async def replicas(aiohttp_client, replica_config):
 ADMIN = basic("admin", ADMIN_PASSWORD)
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """``item.rep_call``: whether the test itself failed (test_replicas prints the replicas' logs then)."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 def skip_or_fail(reason: str) -> None:
     """A missing program: a failure under CI (any value but false/0/no/off), a skip elsewhere."""
     if os.environ.get("CI", "").strip().lower() not in ("", "false", "0", "no", "off"):

@@ -158,13 +158,6 @@ def _logs_on_failure(request):
         sys.stdout.write(f"\n--- haproxy ---\n{c.balancer.log()[-3000:]}\n")
 
 
-@pytest.hookimpl(hookwrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)
-
-
 # ---- one registry ------------------------------------------------------------------------------
 
 
