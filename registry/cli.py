@@ -180,7 +180,9 @@ def _keys(args: argparse.Namespace) -> int:
     config = Config.load(args.config, data_dir=args.data)
 
     async def run():
-        database = db.Database(config.database_url or db.default_url(Layout(config.data_dir)))
+        layout = Layout(config.data_dir)
+        layout.create()
+        database = db.Database(config.database_url or db.default_url(layout))
         try:
             await database.create_schema()
             if args.keys_command == "rotate":

@@ -152,3 +152,28 @@ async def test_removed_membership_and_deleted_tenant_reach_the_other_replica(rep
     while (await b.get("/v2/acme/app/tags/list", headers=bearer(admin_token))).status != 401:
         assert time.monotonic() < deadline, "the deleted tenant still grants access on the other replica"
         await asyncio.sleep(0.2)
+
+
+def test_berth_keys_cli_list_rotate_retire(tmp_path):
+    """`berth keys`: rotate makes a new signer and keeps the old one verifying; retire ends one."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import REPO_ROOT
+
+    def keys(*args: str, ok: bool = True):
+        p = subprocess.run([sys.executable, "-m", "registry.cli", "keys", *args, "--data", str(tmp_path / "d")],
+                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+        assert (p.returncode == 0) == ok, p.stderr
+        return json.loads(p.stdout) if ok else p.stderr
+
+    assert keys("list") == []  # nothing until a server (or a rotation) makes one
+    first = keys("rotate")
+    assert [k["state"] for k in first] == ["signing"]
+    second = keys("rotate")
+    assert [k["state"] for k in second] == ["signing", "verifying"]
+    assert second[1]["kid"] == first[0]["kid"] and second[1]["not_after"] is not None
+    assert "rotate first" in keys("retire", second[0]["kid"], ok=False)
+    third = keys("retire", first[0]["kid"])
+    assert [k["state"] for k in third] == ["signing", "retired"]
