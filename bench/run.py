@@ -24,6 +24,12 @@ at its end. Blob data is a repeating block of os.urandom bytes streamed as
 memoryview slices (never the whole blob in memory); the client hashes it while
 sending, so the client's own memory stays flat too.
 
+``--workers N`` starts Berth with ``berth serve --workers N`` (CPU and RSS are then summed
+over the supervisor and its workers). ``--storage s3`` starts one SeaweedFS
+(tests/seaweed.py) with one bucket, a prefix per registry: Berth with its s3 driver
+(``BERTH_STORAGE_DRIVER=s3``), Distribution with its own ``s3`` driver (path-style
+``regionendpoint``, ``v4auth``, redirects off, started without ``AWS_CA_BUNDLE``).
+
 Output: a markdown table on stdout and JSON in bench/results/.  Only 127.0.0.1.
 """
 from __future__ import annotations
@@ -49,7 +55,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from servers import DISTRIBUTION, Server  # bench/servers.py: starting and stopping the registries
+from servers import DISTRIBUTION, S3Target, Server, tree_pids  # bench/servers.py: starting and stopping the registries
 from servers import Berth as BerthServer
 from servers import Distribution as DistributionServer
 
@@ -126,13 +132,29 @@ async def wait_idle(max_wait: float, threshold: float = 0.3) -> float:
     return round(time.monotonic() - t0, 1)
 
 
+def tree_status(pid: int) -> dict[str, int]:
+    """proc_status summed over a server and its children (berth serve --workers N)."""
+    out = {"VmRSS": 0, "VmHWM": 0}
+    for p in tree_pids(pid):
+        st = proc_status(p)
+        out["VmRSS"] += st["VmRSS"]
+        out["VmHWM"] += st["VmHWM"]
+    return out
+
+
+def tree_cpu(pid: int, kernel_only: bool = False) -> float:
+    return sum(proc_cpu(p, kernel_only) for p in tree_pids(pid))
+
+
 def reset_hwm(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+    ok = True
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            ok = False
+    return ok
 
 
 def client_rss() -> int:
@@ -151,14 +173,14 @@ class RSSSampler(threading.Thread):
         self.samples = 0
 
     def mark(self) -> int:
-        rss = proc_status(self.pid)["VmRSS"]
+        rss = tree_status(self.pid)["VmRSS"]
         with self._lock:
             self.peak, self.samples = rss, 1
         return rss
 
     def run(self) -> None:
         while not self._stop_evt.wait(self.interval):
-            rss = proc_status(self.pid)["VmRSS"]
+            rss = tree_status(self.pid)["VmRSS"]
             with self._lock:
                 self.peak = max(self.peak, rss)
                 self.samples += 1
@@ -178,8 +200,8 @@ class Phase:
         pid = self.server.pid
         self.hwm_reset = reset_hwm(pid)
         self.rss_start = self.server.sampler.mark()
-        self.cpu0 = proc_cpu(pid)
-        self.sys0 = proc_cpu(pid, kernel_only=True)
+        self.cpu0 = tree_cpu(pid)
+        self.sys0 = tree_cpu(pid, kernel_only=True)
         self.ccpu0 = proc_cpu(os.getpid())
         self.busy0 = busy_cpu()
         self.t0 = time.perf_counter()
@@ -188,16 +210,16 @@ class Phase:
     def __exit__(self, *exc) -> None:
         elapsed = time.perf_counter() - self.t0
         pid = self.server.pid
-        server_cpu = proc_cpu(pid) - self.cpu0
+        server_cpu = tree_cpu(pid) - self.cpu0
         client_cpu = proc_cpu(os.getpid()) - self.ccpu0
         other_cpu = busy_cpu() - self.busy0 - server_cpu - client_cpu
         time.sleep(0.06)  # one more sample after the last response
-        st = proc_status(pid)
+        st = tree_status(pid)
         peak = max(self.server.sampler.peak, st["VmRSS"])
         self.result.update(
             seconds=round(elapsed, 3),
             server_cpu_s=round(server_cpu, 2),
-            server_sys_s=round(proc_cpu(pid, kernel_only=True) - self.sys0, 2),
+            server_sys_s=round(tree_cpu(pid, kernel_only=True) - self.sys0, 2),
             client_cpu_s=round(client_cpu, 2),
             other_cpu_s=round(max(other_cpu, 0.0), 2),  # kernel threads + anything else running meanwhile
             rss_start=self.rss_start,
@@ -223,7 +245,7 @@ class Measured:
         self.sampler = RSSSampler(self.pid)
         self.sampler.start()
         await asyncio.sleep(0.5)
-        self.baseline_rss = proc_status(self.pid)["VmRSS"]
+        self.baseline_rss = tree_status(self.pid)["VmRSS"]
 
     def stop(self) -> None:
         if self.sampler:
@@ -514,7 +536,7 @@ async def bench_server(server: Server, args, log) -> dict:
             log(f"[{server.name}] manifests: {r['count']} requests, {r['per_s']}/s, "
                 f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     finally:
-        res["process_hwm"] = proc_status(server.pid)["VmHWM"]
+        res["process_hwm"] = tree_status(server.pid)["VmHWM"]
         server.stop()
     return res
 
@@ -585,15 +607,29 @@ async def main_async(args) -> int:
         log(f"warming the page cache: {human(3 * args.size)} written and deleted in "
             f"{warm_page_cache(tmp_root, 3 * args.size):.1f} s")
     results = []
-    for cls in servers:
-        workdir = Path(tempfile.mkdtemp(prefix=f"bench-{cls.name}-", dir=tmp_root))
-        try:
-            results.append(await bench_server(cls(workdir), args, log))
-        finally:
-            if args.keep:
-                log(f"[{cls.name}] data kept in {workdir}")
-            else:
-                shutil.rmtree(workdir, ignore_errors=True)
+    Berth.workers = args.workers
+    s3 = None
+    if args.storage == "s3":  # one SeaweedFS for both registries, a bucket each
+        s3_dir = Path(tempfile.mkdtemp(prefix="bench-seaweedfs-", dir=tmp_root))
+        s3 = S3Target(s3_dir)
+        await asyncio.to_thread(s3.start)
+        Berth.s3 = Distribution.s3 = s3
+        log(f"SeaweedFS S3 on {s3.seaweed.endpoint} (data in {s3_dir})")
+    try:
+        for cls in servers:
+            workdir = Path(tempfile.mkdtemp(prefix=f"bench-{cls.name}-", dir=tmp_root))
+            try:
+                results.append(await bench_server(cls(workdir), args, log))
+            finally:
+                if args.keep:
+                    log(f"[{cls.name}] data kept in {workdir}")
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        if s3 is not None:
+            s3.stop()
+            if not args.keep:
+                shutil.rmtree(s3_dir, ignore_errors=True)
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     report = {
@@ -603,7 +639,8 @@ async def main_async(args) -> int:
                     "aiohttp": aiohttp.__version__},
         "params": {"size": args.size, "chunk": args.chunk, "repeat": args.repeat, "small_count": args.small_count,
                    "small_size": args.small_size, "requests": args.requests, "concurrency": args.concurrency,
-                   "time_limit": args.time_limit, "wait_idle": args.wait_idle},
+                   "time_limit": args.time_limit, "wait_idle": args.wait_idle, "workers": args.workers,
+                   "storage": args.storage},
         "client_peak_rss": ru.ru_maxrss * 1024,
         "loadavg_at_start": load_start,
         "loadavg_at_end": os.getloadavg(),
@@ -618,7 +655,8 @@ async def main_async(args) -> int:
     print(f"`{report['command']}` · {os.cpu_count()} CPUs · Python {platform.python_version()} · "
           f"aiohttp {aiohttp.__version__}\n")
     for r in results:
-        print(f"- {r['server']}: {r['version']}")
+        extra = f", {args.workers} workers" if r["server"] == "berth" and args.workers != 1 else ""
+        print(f"- {r['server']}: {r['version']}{extra}, storage {args.storage}")
     print()
     print(table(results, args))
     print(f"\nclient peak RSS: {human(report['client_peak_rss'])} · JSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
@@ -638,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-limit", type=float, default=60.0, help="cap in seconds for each small-operation loop (60)")
     p.add_argument("--no-warm", dest="warm", action="store_false",
                    help="skip writing+deleting 3 x size first (VM first-touch page cost skews the first server)")
+    p.add_argument("--workers", type=int, default=1, help="berth serve --workers N (default 1)")
+    p.add_argument("--storage", choices=["filesystem", "s3"], default="filesystem",
+                   help="s3: both registries store in one bucket of a SeaweedFS the bench starts "
+                        "(Berth's s3 driver, Distribution's own s3 driver)")
     p.add_argument("--berth-src", type=Path, help="run Berth from this source tree instead (PYTHONPATH, same venv)")
     p.add_argument("--wait-idle", type=float, default=10.0,
                    help="before each phase wait up to N s for the machine to go quiet (<0.3 CPU busy) (10)")

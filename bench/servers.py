@@ -91,13 +91,56 @@ class Server:
             return ""
 
 
+class S3Target:
+    """Where the S3-backed registries keep their bytes: one SeaweedFS (tests/seaweed.py), one bucket,
+    a prefix each (a second bucket is a second SeaweedFS collection, which may find no free volume)."""
+
+    BUCKET = "bench"
+
+    def __init__(self, workdir: Path) -> None:
+        sys.path.insert(0, str(ROOT))
+        from tests.seaweed import SeaweedFS, missing_reason  # noqa: PLC0415 - only when --storage s3
+
+        reason = missing_reason()
+        if reason:
+            raise RuntimeError(reason)
+        self.seaweed = SeaweedFS(workdir)
+
+    def start(self) -> "S3Target":
+        self.seaweed.start()
+        self.seaweed.create_bucket(self.BUCKET)
+        return self
+
+    def stop(self) -> None:
+        self.seaweed.stop()
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (a Berth started with --workers N is a supervisor and N workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
 class Berth(Server):
     name = "berth"
     src: Path | None = None  # another Berth tree to run instead (e.g. a before/after comparison)
+    workers = 1  # berth serve --workers N
+    s3: S3Target | None = None  # set: BERTH_STORAGE_DRIVER=s3, under a prefix of its own
 
     def command(self) -> list[str]:
         serve = ["serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.workdir / "data"),
                  "--no-auth"]
+        if self.workers != 1:
+            serve += ["--workers", str(self.workers)]
         if self.src is not None:
             return [sys.executable, "-m", "registry.cli", *serve]
         exe = Path(sys.executable).parent / "berth"
@@ -106,7 +149,16 @@ class Berth(Server):
         return [str(exe), *serve]
 
     def env(self) -> dict[str, str] | None:
-        return None if self.src is None else {**os.environ, "PYTHONPATH": str(self.src)}
+        env = dict(os.environ)
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
+        if self.s3 is not None:
+            sw = self.s3.seaweed
+            env.update(BERTH_STORAGE_DRIVER="s3", BERTH_STORAGE_S3_ENDPOINT=sw.endpoint,
+                       BERTH_STORAGE_S3_REGION=sw.region, BERTH_STORAGE_S3_BUCKET=self.s3.BUCKET,
+                       BERTH_STORAGE_S3_PREFIX=f"berth-{self.port}",
+                       BERTH_STORAGE_S3_ACCESS_KEY=sw.access_key, BERTH_STORAGE_S3_SECRET_KEY=sw.secret_key)
+        return env
 
     def version(self) -> str:
         if self.src is not None:
@@ -123,19 +175,31 @@ class Berth(Server):
 
 class Distribution(Server):
     name = "distribution"
+    s3: S3Target | None = None  # set: Distribution's own s3 driver, under a prefix of its own
 
     def command(self) -> list[str]:
         cfg = self.workdir / "config.yml"
+        if self.s3 is None:
+            storage = f"  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n"
+        else:  # docs: /work/shared/notes/scale-out.md; path-style requests to the endpoint
+            sw = self.s3.seaweed
+            storage = ("  s3:\n"
+                       f"    accesskey: {sw.access_key}\n    secretkey: {sw.secret_key}\n    region: {sw.region}\n"
+                       f"    regionendpoint: \"{sw.endpoint}\"\n    bucket: {self.s3.BUCKET}\n"
+                       f"    secure: false\n    v4auth: true\n    rootdirectory: /dist-{self.port}\n"
+                       "  redirect:\n    disable: true\n")
         cfg.write_text(
             "version: 0.1\n"
             "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
             "storage:\n"
-            f"  filesystem:\n    rootdirectory: {self.workdir / 'data'}\n"
+            + storage +
             "  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n"
         )
-        return [DISTRIBUTION, "serve", str(cfg)]
+        # this machine sets AWS_CA_BUNDLE; Distribution's Go SDK panics on it with a plain-http endpoint
+        return [DISTRIBUTION, "serve", str(cfg)] if self.s3 is None else \
+            ["env", "-u", "AWS_CA_BUNDLE", DISTRIBUTION, "serve", str(cfg)]
 
     def version(self) -> str:
         try:

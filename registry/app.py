@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from storage import leases
 from storage.gc import sweep_uploads
 
 from . import bootstrap, middleware
@@ -29,8 +30,8 @@ async def sweep_once(svc: Services) -> int:
 async def _sweep_uploads(svc: Services) -> None:
     while True:
         await asyncio.sleep(UPLOAD_SWEEP_INTERVAL)
-        try:
-            await sweep_once(svc)
+        try:  # one sweeper at a time across replicas (the lease `berth gc` takes too)
+            await leases.hold(svc.db, leases.GC_LEASE, lambda: sweep_once(svc))
         except Exception:  # keep sweeping; a failed sweep is logged, not fatal
             log.exception("upload sweep failed")
 

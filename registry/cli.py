@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -11,16 +12,18 @@ from .config import Config
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from .app import create_app
-
     config = Config.load(
         args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
     )
     if args.no_auth:
         config.auth.enabled = False
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = args.workers if args.workers is not None else config.workers
+    if workers < 1:
+        print("berth: --workers must be at least 1", file=sys.stderr)
+        return 2
+    fmt = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s" if args.worker or workers > 1 else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=config.log_level, format=fmt)
     ssl_context = None
     if config.tls_cert or config.tls_key:
         if not (config.tls_cert and config.tls_key):
@@ -30,9 +33,28 @@ def _serve(args: argparse.Namespace) -> int:
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
-    app = create_app(config)
     scheme = "https" if ssl_context else "http"
-    print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})", flush=True)
+    if workers > 1 and not args.worker and not args.prepare:
+        # the supervisor never imports the application: it stays a few MiB
+        return _supervise(args, config, workers, f"{scheme}://{config.host}:{config.port}")
+    from aiohttp import web
+
+    from .app import create_app
+
+    if args.prepare:  # the once-only start-up of --workers N: schema, signing key, bootstrap admin
+        async def prepare() -> None:
+            runner = web.AppRunner(create_app(config))
+            await runner.setup()
+            await runner.cleanup()
+
+        asyncio.run(prepare())
+        return 0
+    if args.worker:
+        _die_with_parent()
+    app = create_app(config)
+    if not args.worker:
+        print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})",
+              flush=True)
     access_log = logging.getLogger("berth.access") if config.access_log else None
     web.run_app(
         app,
@@ -42,11 +64,79 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         access_log=access_log,
         access_log_format='%a "%r" %s %b %Tfs',
+        reuse_port=True if args.worker else None,  # workers share the port (SO_REUSEPORT)
     )
     return 0
 
 
+# ---- berth serve --workers N: N processes on one port ------------------------------------------
+
+
+def _supervise(args: argparse.Namespace, config: Config, workers: int, url: str) -> int:
+    """Run the once-only start-up here, then ``workers`` copies of this command with ``--worker``,
+    each listening on the same host:port with SO_REUSEPORT (the kernel spreads connections).
+    SIGTERM/SIGINT are forwarded; when one worker exits on its own the others are stopped too
+    (a supervisor such as systemd or Kubernetes restarts the whole)."""
+    import os
+    import signal
+    import subprocess
+
+    # schema, signing keys, bootstrap admin: once, in a process of its own, before any worker
+    prepared = subprocess.run([sys.executable, "-m", "registry.cli", *args.argv, "--prepare"])
+    if prepared.returncode != 0:
+        return prepared.returncode
+    cmd = [sys.executable, "-m", "registry.cli", *args.argv, "--worker"]
+    env = {**os.environ, "BERTH_SUPERVISOR_PID": str(os.getpid())}
+    children = {}
+    for _ in range(workers):
+        p = subprocess.Popen(cmd, env=env, process_group=0)  # the terminal's Ctrl-C reaches us only
+        children[p.pid] = p
+    print(f"berth: serving on {url} with {workers} workers (pids {' '.join(map(str, children))}; "
+          f"data in {config.data_dir.resolve()})", flush=True)
+    stopping = False
+
+    def forward(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in children.values():
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while any(p.returncode is None for p in children.values()):
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        p = children.get(pid)
+        if p is None:
+            continue
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if not stopping:
+            print(f"berth: worker {pid} exited with {p.returncode}; stopping the others", file=sys.stderr, flush=True)
+            code = p.returncode or 1
+            forward(signal.SIGTERM, None)
+    return code
+
+
+def _die_with_parent() -> None:
+    """A worker ends when its supervisor does, even if the supervisor was SIGKILLed."""
+    import ctypes
+    import os
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    parent = os.environ.get("BERTH_SUPERVISOR_PID")
+    if parent and os.getppid() != int(parent):  # the supervisor died before prctl
+        raise SystemExit(0)
+
+
 def _gc(args: argparse.Namespace) -> int:
+    from storage import leases
     from storage.errors import DriverUnavailable
     from storage.gc import collect
 
@@ -58,7 +148,14 @@ def _gc(args: argparse.Namespace) -> int:
         svc = bootstrap.build(config)
         try:
             await bootstrap.start(svc)
-            return await collect(svc.catalog, svc.driver, grace=args.grace, upload_expiry=config.upload_expiry)
+            # one collector at a time across every replica and cron job (storage.leases)
+            held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
+                svc.catalog, svc.driver, grace=args.grace, upload_expiry=config.upload_expiry))
+            if not held:
+                holder = await leases.current_holder(svc.db, leases.GC_LEASE)
+                who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
+                print(f"berth: garbage collection is already running: {who}; nothing done", file=sys.stderr)
+            return report
         finally:
             await bootstrap.stop(svc)
 
@@ -67,10 +164,55 @@ def _gc(args: argparse.Namespace) -> int:
     except DriverUnavailable as e:
         print(f"berth: {e.message}", file=sys.stderr)
         return 2
+    if report is None:
+        return 3
     print(
         f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
         f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
     )
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """berth keys list|rotate|retire: the token signing keys every replica shares (registry.auth.keys)."""
+    import json
+
+    from storage import db
+    from storage.paths import Layout
+
+    from .auth import keys as keymod
+
+    config = Config.load(args.config, data_dir=args.data)
+
+    async def run():
+        layout = Layout(config.data_dir)
+        layout.create()
+        database = db.Database(config.database_url or db.default_url(layout))
+        try:
+            await database.create_schema()
+            if args.keys_command == "rotate":
+                await keymod.rotate(database, args.algorithm or config.auth.algorithm,
+                                    0.0 if args.retire_old else keymod.keep_old_for(config.auth))
+            elif args.keys_command == "retire":
+                if await keymod.retire(database, args.kid) is None:
+                    raise keymod.KeyError_(f"no signing key {args.kid!r}")
+            return await keymod.stored_keys(database)
+        finally:
+            await database.dispose()
+
+    try:
+        rows = asyncio.run(run())
+    except keymod.KeyError_ as e:
+        print(f"berth: {e}", file=sys.stderr)
+        return 1
+    import time
+
+    now = time.time()
+    live = [r for r in rows if r.not_after is None or r.not_after > now]
+    print(json.dumps([{"generation": r.generation, "kid": r.kid, "algorithm": r.algorithm,
+                       "created_at": r.created_at, "not_after": r.not_after,
+                       "state": "signing" if live and r is live[0] else ("verifying" if r in live else "retired")}
+                      for r in rows], indent=2))
     return 0
 
 
@@ -103,6 +245,7 @@ def _admin(args: argparse.Namespace) -> int:
                 from .auth.service import AuthService
 
                 auth = AuthService(config, principals)
+                await auth.keys.start()
             ops = AdminOps(principals, config, auth)
             return await args.admin_call(ops, CLI_ACTOR, args)
         finally:
@@ -256,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--no-auth", action="store_true", help="disable authentication (development only)")
+    serve.add_argument("--workers", type=int,
+                       help="processes serving the same port (default 1; about one per CPU core)")
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
+    serve.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # start-up only, then exit
     serve.set_defaults(func=_serve)
 
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
@@ -264,13 +411,29 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--grace", type=float, default=3600, help="keep blobs and links used in the last N seconds")
     gc.set_defaults(func=_gc)
 
+    keys = sub.add_parser("keys", help="token signing keys shared by every replica (in the database)")
+    ks = keys.add_subparsers(dest="keys_command", required=True)
+    for name, help in (("list", "list the signing keys and their state"),
+                       ("rotate", "make a new key the signer on every replica within 5 s"),
+                       ("retire", "stop accepting tokens signed with one key (every replica within 5 s)")):
+        k = ks.add_parser(name, help=help)
+        k.add_argument("--data", help="data directory (default ./data)")
+        k.add_argument("--config", help="YAML configuration file")
+        k.set_defaults(func=_keys)
+    ks.choices["rotate"].add_argument("--algorithm", choices=("ES256", "RS256"), help="default auth.algorithm")
+    ks.choices["rotate"].add_argument("--retire-old", action="store_true",
+                                      help="stop accepting the older keys at once (their tokens fail)")
+    ks.choices["retire"].add_argument("kid")
+
     _add_admin_parsers(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # every file and directory berth creates is private to the service user
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.func(args)
 
 

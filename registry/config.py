@@ -66,6 +66,7 @@ class Config:
     access_log: bool = False  # one line per request on the "berth.access" logger
     tls_cert: str | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
+    workers: int = 1  # processes serving the port (berth serve --workers)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
 
@@ -113,6 +114,7 @@ _ENV = {
     "BERTH_ACCESS_LOG": ("access_log", lambda v: v.lower() in ("1", "true", "yes", "on")),
     "BERTH_TLS_CERT": ("tls_cert", str),
     "BERTH_TLS_KEY": ("tls_key", str),
+    "BERTH_WORKERS": ("workers", int),
 }
 _BOOL = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
 _STORAGE_ENV = {

@@ -194,3 +194,30 @@ class AuditEventTenant(Base):
     __tablename__ = "audit_event_tenants"
     event_id: Mapped[int] = mapped_column(ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True)
     tenant_generation: Mapped[str] = mapped_column(String(80), nullable=False, index=True)
+
+
+# ---- replicas (issue 6): shared signing keys, leases -----------------------------------
+
+
+class SigningKey(Base):
+    """A token signing key shared by every replica (registry.auth.keys).
+
+    The newest live generation signs; every key whose ``not_after`` is unset or in the
+    future verifies. ``generation`` is unique: replicas starting at once on an empty table
+    all try to insert generation 1 and exactly one wins, the others re-read it.
+    """
+    __tablename__ = "signing_keys"
+    generation: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)  # RFC 7638 thumbprint
+    algorithm: Mapped[str] = mapped_column(String(16), nullable=False)
+    private_pem: Mapped[str] = mapped_column(Text, nullable=False)  # PKCS#8, unencrypted
+    created_at: Mapped[float] = mapped_column(default=now)
+    not_after: Mapped[float | None] = mapped_column()  # set on rotation: verification stops then
+
+
+class Lease(Base):
+    """A named lease (storage.leases): at most one holder until ``expires_at``."""
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), nullable=False)
+    expires_at: Mapped[float] = mapped_column(nullable=False)  # database clock, epoch seconds

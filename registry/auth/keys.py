@@ -1,10 +1,26 @@
 """Signing and verification keys for registry tokens: load, generate, JWK, RFC 7638 thumbprint.
 
-The signing key is a PEM private key: ``auth.signing_key`` when configured, else one
-generated on first start into ``<data>/keys/signing-<alg>.pem`` (mode 0600).
-``auth.verification_keys`` adds PEM keys (public or private) that are accepted but
-never used to sign: during a rotation, list the old key there and configure the new
-one as ``signing_key``; tokens signed with the old key stay valid until they expire.
+Where the signing key comes from:
+
+* ``auth.signing_key`` (a PEM file) when configured: every replica is given the same file;
+* otherwise the database (table ``signing_keys``, :class:`KeyRing`): the newest live
+  generation signs, every live one verifies, so a token issued by one replica verifies
+  on all. On the first start the table is empty: a replica imports the key of an earlier
+  single-instance deployment (``<data>/keys/signing-<alg>.pem``) or generates one, and
+  inserts it as generation 1 (insert-or-ignore on the primary key); replicas starting at
+  once all re-read and agree on the row that won. ``berth keys rotate`` adds a generation
+  and gives the older keys a ``not_after`` (they verify until the longest token lifetime
+  has passed); ``berth keys retire`` ends one at once.
+
+Each process re-reads the live keys at most every :data:`KEY_REFRESH_INTERVAL` seconds
+(lazily, on a token request), and at once (at most once a second) when a token names a
+``kid`` it does not know: a key added by one replica verifies on all immediately, a
+rotation changes the signer everywhere within 5 s, a retired key stops verifying within
+5 s. ``auth.verification_keys`` adds PEM keys (public or private) that are accepted but
+never used to sign.
+
+:class:`KeySet` is the file-only variant (``KeySet.load``): one key under ``<data>/keys``
+(mode 0600), created atomically by the first process.
 """
 from __future__ import annotations
 
@@ -12,12 +28,17 @@ import base64
 import hashlib
 import json
 import os
+import asyncio
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+log = logging.getLogger("berth.auth")
 
 ALGORITHMS = ("ES256", "RS256")  # what Berth signs with
 _CURVES = {"secp256r1": ("P-256", "ES256", 32), "secp384r1": ("P-384", "ES384", 48), "secp521r1": ("P-521", "ES512", 66)}
@@ -81,13 +102,22 @@ def generate(algorithm: str):
 
 
 def load_private(path: Path):
+    return load_private_pem(Path(path).read_bytes(), str(path))
+
+
+def load_private_pem(data: bytes, where: str):
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise KeyError_(f"{path}: not an unencrypted PEM private key ({e})") from None
+        raise KeyError_(f"{where}: not an unencrypted PEM private key ({e})") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
-        raise KeyError_(f"{path}: only EC and RSA keys are supported")
+        raise KeyError_(f"{where}: only EC and RSA keys are supported")
     return key
+
+
+def private_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
 def load_public(path: Path):
@@ -111,7 +141,7 @@ def write_private(path: Path, key) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    pem = private_pem(key)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -155,3 +185,205 @@ class KeySet:
 
     def jwks(self) -> dict:
         return {"keys": [p.jwk for p in self.by_kid.values()]}
+
+    async def start(self) -> None:
+        """Load what lives outside this process (nothing, for a file key set)."""
+
+    async def refresh(self, kid: str | None = None) -> bool:
+        """Re-read shared keys if due (or ``kid`` is unknown); True when a key stopped verifying."""
+        return False
+
+
+# ---- keys shared through the database (replicas) ------------------------------------------
+
+KEY_REFRESH_INTERVAL = 5.0  # seconds a process trusts its copy of the live keys
+UNKNOWN_KID_REFRESH = 1.0  # an unknown kid forces a re-read at most this often
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    generation: int
+    kid: str
+    algorithm: str
+    private_pem: str
+    created_at: float
+    not_after: float | None
+
+
+def _rows(conn, now: float | None) -> list[StoredKey]:
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from storage.models import SigningKey  # noqa: PLC0415
+
+    q = select(SigningKey).order_by(SigningKey.generation.desc())
+    if now is not None:
+        q = q.where(SigningKey.not_after.is_(None) | (SigningKey.not_after > now))
+    return [StoredKey(r.generation, r.kid, r.algorithm, r.private_pem, r.created_at, r.not_after)
+            for r in conn.execute(q)]
+
+
+def _live_rows(conn) -> list[StoredKey]:
+    return _rows(conn, time.time())
+
+
+def _all_rows(conn) -> list[StoredKey]:
+    return _rows(conn, None)
+
+
+def _insert(conn, generation: int, key, retire_older_at: float | None) -> bool:
+    """Insert ``key`` as ``generation`` unless that generation exists (another replica won)."""
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from storage.db import upsert_insert  # noqa: PLC0415
+    from storage.models import SigningKey  # noqa: PLC0415
+
+    pub = make_public(key.public_key())
+    res = conn.execute(upsert_insert(conn, SigningKey).values(
+        generation=generation, kid=pub.kid, algorithm=pub.alg, private_pem=private_pem(key).decode(),
+        created_at=time.time(), not_after=None).on_conflict_do_nothing())
+    if res.rowcount != 1:
+        return False
+    if retire_older_at is not None:
+        conn.execute(update(SigningKey).where(SigningKey.generation < generation, SigningKey.not_after.is_(None)
+                                              | (SigningKey.not_after > retire_older_at))
+                     .values(not_after=retire_older_at))
+    return True
+
+
+def _retire(conn, kid: str, at: float) -> StoredKey | None:
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from storage.models import SigningKey  # noqa: PLC0415
+
+    live = _live_rows(conn)
+    if live and live[0].kid == kid:
+        raise KeyError_(f"{kid} is the current signing key: rotate first (berth keys rotate)")
+    conn.execute(update(SigningKey).where(SigningKey.kid == kid).values(not_after=at))
+    return next((k for k in _all_rows(conn) if k.kid == kid), None)
+
+
+class KeyRing(KeySet):
+    """The key set of one replica: configured keys plus the live keys in the database.
+
+    Same surface as :class:`KeySet` (``signing_key``, ``signing``, ``alg``, ``by_kid``,
+    ``jwks()``); ``await start()`` before the first use, ``await refresh(kid)`` on token
+    requests (cheap unless due). See the module docstring.
+    """
+
+    def __init__(self, db, keys_dir: Path, algorithm: str = "ES256", signing_key: str | None = None,
+                 verification_keys: list[str] = (), keep_old_for: float = 0.0) -> None:
+        self.db = db
+        self.keep_old_for = keep_old_for
+        self.keys_dir = Path(keys_dir)
+        self.algorithm = algorithm
+        self._configured = load_private(Path(signing_key)) if signing_key else None
+        self._extra = [make_public(load_public(Path(p))) for p in verification_keys]
+        self._stored: list[StoredKey] = []
+        self._private: dict[str, object] = {}  # kid -> private key, parsed once
+        self._checked = float("-inf")  # monotonic time of the last read
+        self._forced = float("-inf")
+        self._lock = asyncio.Lock()
+        self.signing_key = None
+        self.signing = None
+        self.alg = None
+        self.by_kid = {}
+        if self._configured is not None:
+            self._apply([])
+
+    # ---- the database ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Read the live keys; on an empty table import or generate generation 1 (race-free)."""
+        stored = await self.db.read(_all_rows)  # one read: the generation to claim and the live keys agree
+        now = time.time()
+        rows = [r for r in stored if r.not_after is None or r.not_after > now]
+        if self._configured is None:
+            if not rows:
+                key, source = self._initial_key()
+                if await self.db.write(_insert, 1 + (stored[0].generation if stored else 0), key, None):
+                    log.info("signing key %s (%s) stored in the database", make_public(key.public_key()).kid, source)
+                rows = await self.db.read(_live_rows)
+            elif rows[0].algorithm != self.algorithm and self.algorithm in ALGORITHMS:
+                log.warning("the current signing key is %s, auth.algorithm asks for %s: rotating",
+                            rows[0].algorithm, self.algorithm)
+                await rotate(self.db, self.algorithm, self.keep_old_for)
+                rows = await self.db.read(_live_rows)
+            if not rows:
+                raise KeyError_("no signing key in the database")
+        self._apply(rows)
+        self._checked = time.monotonic()
+
+    def _initial_key(self):
+        path = self.keys_dir / f"signing-{self.algorithm.lower()}.pem"
+        if path.exists():  # a single-instance deployment from before: keep its tokens valid
+            return load_private(path), f"imported from {path}"
+        return generate(self.algorithm), "generated"
+
+    async def refresh(self, kid: str | None = None) -> bool:
+        now = time.monotonic()
+        unknown = kid is not None and kid not in self.by_kid and now - self._forced >= UNKNOWN_KID_REFRESH
+        if not unknown and now - self._checked < KEY_REFRESH_INTERVAL:
+            return False
+        if self._lock.locked() and not unknown:
+            return False  # another request is re-reading; use the keys we have meanwhile
+        async with self._lock:
+            if unknown:
+                self._forced = time.monotonic()
+            elif time.monotonic() - self._checked < KEY_REFRESH_INTERVAL:
+                return False
+            try:
+                rows = await self.db.read(_live_rows)
+            except Exception:  # keep serving with the keys we have; try again later
+                log.exception("re-reading the signing keys failed")
+                self._checked = time.monotonic()
+                return False
+            self._checked = time.monotonic()
+            before = set(self.by_kid)
+            if rows or self._configured is not None:
+                self._apply(rows)
+            return bool(before - set(self.by_kid))
+
+    # ---- in memory ---------------------------------------------------------------------
+    def _private_of(self, row: StoredKey):
+        key = self._private.get(row.kid)
+        if key is None:
+            key = self._private[row.kid] = load_private_pem(row.private_pem.encode(), f"signing key {row.kid}")
+        return key
+
+    def _apply(self, rows: list[StoredKey]) -> None:
+        signer = self._configured if self._configured is not None else self._private_of(rows[0])
+        by_kid: dict[str, PublicKey] = {}
+        signing = make_public(signer.public_key())
+        by_kid[signing.kid] = signing
+        for row in rows:
+            by_kid.setdefault(row.kid, make_public(self._private_of(row).public_key()))
+        for p in self._extra:
+            by_kid.setdefault(p.kid, p)
+        self._private = {k: v for k, v in self._private.items() if k in by_kid}
+        self._stored = rows
+        # one assignment each: a request running meanwhile sees the old or the new set
+        self.signing_key, self.signing, self.alg = signer, signing, signing.alg
+        self.by_kid = by_kid
+
+
+def keep_old_for(auth_config) -> float:
+    """Seconds an old key must keep verifying after a rotation: the longest token lifetime (+ leeway)."""
+    return float(max(auth_config.token_ttl, auth_config.refresh_token_ttl, auth_config.max_admin_token_ttl)) + 60
+
+
+async def rotate(db, algorithm: str = "ES256", keep_old_for: float = 0.0) -> StoredKey:
+    """Make a new signing key current on every replica (within KEY_REFRESH_INTERVAL); older keys
+    keep verifying for ``keep_old_for`` seconds. Concurrent rotations: one wins, the others re-read."""
+    key = generate(algorithm)
+    rows = await db.read(_all_rows)
+    generation = (rows[0].generation if rows else 0) + 1
+    await db.write(_insert, generation, key, time.time() + keep_old_for)
+    return (await db.read(_live_rows))[0]
+
+
+async def retire(db, kid: str) -> StoredKey | None:
+    """Stop accepting tokens signed with ``kid`` (every replica within KEY_REFRESH_INTERVAL)."""
+    return await db.write(_retire, kid, time.time())
+
+
+async def stored_keys(db) -> list[StoredKey]:
+    return await db.read(_all_rows)

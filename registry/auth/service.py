@@ -34,7 +34,7 @@ import jwt
 
 from storage.principals import ROLES, Principals, RobotRecord, UserRecord
 
-from .keys import KeySet
+from .keys import KeyRing, KeySet, keep_old_for
 from .scopes import parse_scopes
 
 log = logging.getLogger("berth.auth")
@@ -192,11 +192,14 @@ class AuthService:
         """``config`` is the whole registry Config (its ``auth`` section and ``data_dir`` are used)."""
         self.config = config.auth
         self.principals = principals
-        self.keys = keys or KeySet.load(
+        # shared by every replica through the database (or configured): await keys.start() first
+        self.keys = keys or KeyRing(
+            principals.db,
             Path(config.data_dir) / "keys",
             self.config.algorithm,
             self.config.signing_key,
             self.config.verification_keys,
+            keep_old_for(self.config),
         )
         # HMAC(user, secret) -> (expiry, identity, first verified): hits extend the expiry up to a cap
         self._creds: dict[str, tuple[float, Identity, float]] = {}
@@ -371,6 +374,7 @@ class AuthService:
         not an error). ``*`` on a repository asks for every allowed action.
         """
         tenants = await self.tenants()
+        await self._fresh_keys()  # a token is issued next: sign with the current key
         out = []
         for s in parse_scopes(scopes):
             allowed = allowed_for(identity, s.type, s.name, tenants)
@@ -445,6 +449,18 @@ class AuthService:
         claims["berth"] = self._berth_claim(identity, "refresh")
         return self._sign(claims)
 
+    async def _fresh_keys(self, token: str | None = None, audience: str = "") -> None:
+        """Re-read the shared keys when due, or when ``token`` names a key this process does not know."""
+        kid = None
+        if token is not None and (token, audience) not in self._verified:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError:
+                kid = None
+            kid = kid if isinstance(kid, str) else None
+        if await self.keys.refresh(kid):
+            self._verified.clear()  # a key was retired: its tokens must be checked again
+
     def _decode(self, token: str, audience: str) -> dict:
         key = (token, audience)
         claims = self._verified.get(key)
@@ -500,6 +516,7 @@ class AuthService:
 
     async def identity_from_token(self, token: str) -> tuple[Identity, list[dict]]:
         """Verify a registry token; return who it is for and what it grants now. Raises InvalidToken."""
+        await self._fresh_keys(token, self.config.service)
         claims = self._decode(token, self.config.service)
         access = claims.get("access", [])
         if not isinstance(access, list) or not all(
@@ -527,6 +544,7 @@ class AuthService:
 
     async def identity_from_refresh_token(self, token: str) -> Identity:
         """Verify a refresh token; return its (still valid) principal. Raises InvalidToken."""
+        await self._fresh_keys(token, self.refresh_audience)
         claims = self._decode(token, self.refresh_audience)
         ident = await self._principal_from_claims(claims, "refresh")
         if not ident.authenticated:

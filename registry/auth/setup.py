@@ -35,8 +35,9 @@ def add_auth_routes(app: web.Application) -> None:
 
 
 async def start_auth(svc: Services) -> None:
-    """At start-up, after the schema exists: the bootstrap admin."""
+    """At start-up, after the schema exists: the signing keys (shared in the database), the bootstrap admin."""
     auth = _ensure_service(svc)
+    await auth.keys.start()
     layout = getattr(svc, "layout", None)
     if layout is not None:
         layout.create()  # the SQLite database exists now: make it (and its WAL) private too
