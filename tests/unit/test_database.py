@@ -251,7 +251,7 @@ def _index(children: list[str]) -> bytes:
 async def test_index_with_40000_children(env):
     catalog, _, database = env
     children = [of_bytes(f"child {i}".encode()) for i in range(MANY)]
-    await catalog.link_blob("a/big", of_bytes(b"x"), 1)  # the repository
+    await link(catalog, "a/big", of_bytes(b"x"), 1)  # the repository
 
     def insert_children(conn):
         rid = conn.execute(select(Repository.id).where(Repository.name == "a/big")).scalar_one()
