@@ -19,6 +19,7 @@ from registry.app import create_app
 from registry.config import Config
 
 from . import postgres as pg
+from .seaweed import seaweedfs  # noqa: F401  (the session's SeaweedFS S3 gateway)
 
 DATABASES = pg.DATABASES
 if not set(DATABASES) <= {"sqlite", "postgres"} or not DATABASES:
