@@ -14,9 +14,17 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
-    config = Config.load(
-        args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
-    )
+    try:
+        config = Config.load(
+            args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
+        )
+    except ValueError as e:
+        print(f"berth: configuration: {e}", file=sys.stderr)
+        return 2
+    problem = _check_storage(config)
+    if problem is not None:  # before serving: not a traceback on the first push
+        print(f"berth: storage: {problem}", file=sys.stderr)
+        return 2
     if args.no_auth:
         config.auth.enabled = False
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -43,6 +51,29 @@ def _serve(args: argparse.Namespace) -> int:
         access_log_format='%a "%r" %s %b %Tfs',
     )
     return 0
+
+
+def _check_storage(config: Config) -> str | None:
+    """Why the configured content store cannot be used (unreachable, no bucket, credentials refused), or None.
+
+    Only for remote stores: the filesystem store is created under the data directory."""
+    if config.storage.driver == "filesystem":
+        return None
+    from storage.content import open_driver
+    from storage.errors import DriverUnavailable
+
+    async def probe() -> None:
+        driver = open_driver(config.storage, config.data_dir)
+        try:
+            await driver.check()
+        finally:
+            await driver.close()
+
+    try:
+        asyncio.run(probe())
+    except (DriverUnavailable, ValueError) as e:
+        return " ".join(str(getattr(e, "message", e)).split())
+    return None
 
 
 def _gc(args: argparse.Namespace) -> int:

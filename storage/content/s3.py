@@ -216,13 +216,14 @@ class S3Driver:
     async def _call(self, op: str, **kwargs) -> Any:
         """One S3 request; transport failures become DriverUnavailable."""
         from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError  # noqa: PLC0415
+        from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
 
         client = await self._s3()
         try:
             return await getattr(client, op)(Bucket=self.bucket, **kwargs)
         except ClientError:
             raise
-        except HTTPClientError as e:  # refused, timed out, reset, bad TLS
+        except (BotoConnectionError, HTTPClientError) as e:  # refused, timed out, reset, bad TLS
             raise DriverUnavailable(f"cannot reach S3 endpoint {self.endpoint} (bucket {self.bucket!r}): {e}") from e
         except BotoCoreError as e:
             raise DriverUnavailable(f"S3 endpoint {self.endpoint} (bucket {self.bucket!r}): {e}") from e

@@ -172,6 +172,24 @@ async def test_interrupted_append_keeps_previous_state(store, before, fail_after
     assert hashlib.sha256(await collect(store().read(digest))).hexdigest() == digest[7:]
 
 
+async def test_append_whose_state_was_never_stored(store):
+    """A replica dies after an append returned but before the database took its state:
+    the previous state (and offset) still describe the upload, whatever that append wrote."""
+    first = [os.urandom(3 * MiB), os.urandom(2 * MiB)]  # a tail that the lost append folds into a part
+    upload_id, state, offset = await upload(store, first)
+    lost_written, lost_state = await store().append(upload_id, state, offset, chunks(os.urandom(7 * MiB)))
+    assert lost_written == 7 * MiB
+    del lost_state  # never stored
+    rest = [os.urandom(4 * MiB), os.urandom(6 * MiB)]
+    for part in rest:
+        written, state = await store().append(upload_id, roundtrip(state), offset, chunks(part))
+        offset += written
+    data = b"".join(first + rest)
+    digest = sha256(data)
+    await store().commit(upload_id, roundtrip(state), offset, digest)
+    assert hashlib.sha256(await collect(store().read(digest))).hexdigest() == digest[7:]
+
+
 async def test_interrupted_append_then_commit(store):
     first = os.urandom(9 * MiB)
     upload_id, state, offset = await upload(store, [first])
