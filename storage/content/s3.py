@@ -12,7 +12,7 @@ Keys (path-style addressing, under ``storage.s3.prefix``)::
 
     <prefix>/blobs/<alg>/<hh>/<hex>          content, placed only whole (by commit)
     <prefix>/uploads/<id>/data               the upload's multipart upload target
-    <prefix>/uploads/<id>/piece.<start>-<end> bytes past the last full part
+    <prefix>/uploads/<id>/piece.<start>-<end>.<tag>  bytes past the last full part
     <prefix>/_berth/probe-<uuid>             written, read and deleted by check()
 
 **Uploads.** A blob upload is an S3 multipart upload to ``uploads/<id>/data``. S3 wants
@@ -24,12 +24,13 @@ folds the pieces and its own bytes into the next part. The state returned to the
 (and stored by it in the database, so that any replica continues the upload) is::
 
     {"v": 1, "mpu": <multipart upload id or null>,
-     "parts": [[number, etag, size], ...], "pieces": [[start, end], ...], "stale": [[start, end], ...]}
+     "parts": [[number, etag, size], ...], "pieces": [[start, end, tag], ...], "stale": [[start, end, tag], ...]}
 
 Crash safety: ``append`` never overwrites an object that the state it was given refers
 to. Parts past the recorded list are re-uploaded under the same number (S3 keeps the
-last one); a piece key names its byte range, and every piece it writes ends beyond the
-offset, which no stored state reaches. Pieces an append folded away are listed as
+last one, and CompleteMultipartUpload checks each recorded ETag); a piece key names its
+byte range and a random tag of the append that wrote it, so no two appends, not even a
+replica whose lease lapsed mid-write, ever write one key. Pieces an append folded away are listed as
 ``stale`` in the state it returns and deleted by the *next* append (or commit/abort):
 by then that state is what the database holds, so nothing that the database knows is
 ever deleted, even when a process dies between the append and the database update.
@@ -75,7 +76,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import digest as digests
-from ..errors import ContentMissing, DriverUnavailable, SizeInvalid, StorageError, UploadUnknown
+from ..errors import ContentMissing, DigestInvalid, DriverUnavailable, SizeInvalid, StorageError, UploadUnknown
 from .driver import UploadState
 
 if TYPE_CHECKING:
@@ -240,8 +241,8 @@ class S3Driver:
             raise ValueError("malformed upload id")
         return self._key(f"uploads/{upload_id}/")
 
-    def _piece_key(self, upload_id: str, start: int, end: int) -> str:
-        return f"{self._upload_dir(upload_id)}piece.{start}-{end}"
+    def _piece_key(self, upload_id: str, start: int, end: int, tag: str) -> str:
+        return f"{self._upload_dir(upload_id)}piece.{start}-{end}.{tag}"
 
     def _data_key(self, upload_id: str) -> str:
         return f"{self._upload_dir(upload_id)}data"
@@ -399,12 +400,12 @@ class S3Driver:
     async def _read_pieces(self, upload_id: str, pieces: list[list], limit: int | None = None) -> bytearray:
         """The bytes of ``pieces`` in order (together less than one part), at most ``limit`` of them."""
         out = bytearray()
-        for start, end in pieces:
+        for start, end, tag in pieces:
             if limit is not None and len(out) >= limit:
                 break
             before = len(out)
             try:
-                async for chunk in self._read_key(self._piece_key(upload_id, start, end)):
+                async for chunk in self._read_key(self._piece_key(upload_id, start, end, tag)):
                     out += chunk
             except ContentMissing:
                 raise UploadUnknown(f"upload {upload_id}: piece {start}-{end} is missing") from None
@@ -438,7 +439,7 @@ class S3Driver:
         if offset != pieces_end:
             raise ValueError(f"offset {offset} does not match the upload state ({pieces_end})")
         if stale:  # obsolete since the state we were given was stored: safe to delete now
-            await self._delete_keys([self._piece_key(upload_id, s, e) for s, e in stale])
+            await self._delete_keys([self._piece_key(upload_id, *p) for p in stale])
         new_stale: list[list] = []
         piece_bytes = pieces_end - parts_end
         buf = bytearray()
@@ -491,8 +492,9 @@ class S3Driver:
                     pieces = []
                 start = pieces[-1][1] if pieces else sum(p[2] for p in parts)
                 end = start + len(buf)
-                await self._put(self._piece_key(upload_id, start, end), buf)
-                pieces.append([start, end])
+                tag = uuid.uuid4().hex[:12]
+                await self._put(self._piece_key(upload_id, start, end, tag), buf)
+                pieces.append([start, end, tag])
         except BaseException:
             if inflight is not None:
                 inflight.cancel()
@@ -545,6 +547,9 @@ class S3Driver:
             await self._call("complete_multipart_upload", Key=key, UploadId=mpu,
                              MultipartUpload={"Parts": [{"PartNumber": n, "ETag": etag} for n, etag, _ in used]})
         except Exception as e:
+            if _code(e) in ("InvalidPart", "InvalidPartOrder"):  # a part changed after it was recorded
+                raise DigestInvalid("a part of the upload changed after it was written (a concurrent writer "
+                                    "whose lease lapsed); push the blob again") from None
             if _code(e) != "NoSuchUpload":
                 raise
             raise UploadUnknown("the upload's multipart upload is gone") from None
