@@ -64,6 +64,7 @@ async def store(request, tmp_path):
         prefix = f"t{next(_prefixes)}-{uuid.uuid4().hex[:6]}"
         s = Store("s3", lambda redirect=False, **kw: S3Driver(s3_config(seaweedfs, bucket, prefix, redirect), **kw))
         s.seaweedfs, s.bucket, s.prefix = seaweedfs, bucket, prefix
+    await s().check()  # as at start-up (bootstrap.start): the filesystem driver creates its directories
     yield s
     await s.close()
 
