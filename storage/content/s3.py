@@ -66,6 +66,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -99,6 +100,54 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 def part_size(number: int, base: int = PART_SIZE) -> int:
     """The size of full part ``number`` (1-based)."""
     return base * (1 + (number - 1) // 1000)
+
+
+class _Body(io.RawIOBase):
+    """A request body reading a buffer in place (``io.BytesIO`` would copy a bytearray; and a
+    buffer handed to aiohttp whole is copied into the transport's buffer): the HTTP client
+    reads it in small chunks, and botocore can seek back to retry."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__()
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        out = bytes(self._view[self._pos:end])
+        self._pos = max(self._pos, end)
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:  # the HTTP client closes bodies; botocore may still retry with it
+        pass
+
+    def release(self) -> None:
+        """Let go of the buffer once the request is over (botocore and aiohttp objects that
+        still refer to this body may live on in reference cycles until a collection)."""
+        self._view.release()
+        self._view = memoryview(b"")
 
 
 def _md5(data) -> str:
@@ -417,17 +466,24 @@ class S3Driver:
 
     async def _put(self, key: str, data) -> None:
         md5 = await asyncio.to_thread(_md5, data) if len(data) > 65536 else _md5(data)
-        await self._call("put_object", Key=key, Body=bytes(data), ContentMD5=md5)
+        body = _Body(data)
+        try:
+            await self._call("put_object", Key=key, Body=body, ContentMD5=md5)
+        finally:
+            body.release()
 
-    async def _upload_part(self, upload_id: str, mpu: str, number: int, data: bytes) -> list:
+    async def _upload_part(self, upload_id: str, mpu: str, number: int, data: bytes | bytearray) -> list:
         md5 = await asyncio.to_thread(_md5, data)
+        body = _Body(data)
         try:
             r = await self._call("upload_part", Key=self._data_key(upload_id), UploadId=mpu, PartNumber=number,
-                                 Body=data, ContentMD5=md5)
+                                 Body=body, ContentMD5=md5)
         except Exception as e:
             if _code(e) == "NoSuchUpload":
                 raise UploadUnknown("the upload was sealed or aborted") from None
             raise
+        finally:
+            body.release()
         return [number, r["ETag"], len(data)]
 
     async def append(
@@ -442,7 +498,12 @@ class S3Driver:
             await self._delete_keys([self._piece_key(upload_id, *p) for p in stale])
         new_stale: list[list] = []
         piece_bytes = pieces_end - parts_end
-        buf = bytearray()
+        number = len(parts) + 1  # of the part being filled
+        psize = part_size(number, self.part_size)
+        # The part being filled is one buffer of exactly its size, allocated once and handed
+        # to the upload as it is: no growing, no copies (memory stays flat, not fragmented).
+        buf: bytearray | None = None
+        fill = 0
         written = 0
         inflight: asyncio.Task | None = None
 
@@ -452,46 +513,55 @@ class S3Driver:
                 task, inflight = inflight, None
                 parts.append(await task)
 
+        async def with_pieces() -> tuple[bytearray, int]:
+            """The pieces' bytes followed by the buffer's, in a new buffer of ``psize``; its fill."""
+            nonlocal pieces, piece_bytes
+            total = piece_bytes + fill
+            head = await self._read_pieces(upload_id, pieces)
+            out = bytearray(psize)
+            out[:piece_bytes] = head
+            del head
+            if fill:
+                with memoryview(buf) as view:
+                    out[piece_bytes:piece_bytes + fill] = view[:fill]
+            new_stale.extend(pieces)
+            pieces, piece_bytes = [], 0
+            return out, total
+
         try:
             async for chunk in chunks:
                 if not chunk:
                     continue
-                buf += chunk
                 written += len(chunk)
-                number = len(parts) + (inflight is not None) + 1
-                psize = part_size(number, self.part_size)
-                if piece_bytes + len(buf) < psize:
-                    continue
-                if pieces:  # the pieces start the next part: fold them in
-                    head = await self._read_pieces(upload_id, pieces)
-                    head += buf
-                    buf = head
-                    new_stale += pieces
-                    pieces, piece_bytes = [], 0
-                while len(buf) >= psize:
-                    if number > MAX_PARTS:
-                        raise SizeInvalid(f"blob larger than {MAX_PARTS} parts")
-                    await settle()  # at most one part in flight, one filling
-                    if mpu is None:
-                        r = await self._call("create_multipart_upload", Key=self._data_key(upload_id))
-                        mpu = r["UploadId"]
-                    with memoryview(buf) as view:
-                        data = bytes(view[:psize])  # one copy, not two
-                    del buf[:psize]
-                    inflight = asyncio.ensure_future(self._upload_part(upload_id, mpu, number, data))
-                    del data
-                    number += 1
-                    psize = part_size(number, self.part_size)
+                with memoryview(chunk) as rest:
+                    while len(rest):
+                        if buf is None:
+                            buf = bytearray(psize)
+                        take = min(len(rest), psize - piece_bytes - fill)
+                        buf[fill:fill + take] = rest[:take]
+                        fill += take
+                        rest = rest[take:]
+                        if piece_bytes + fill < psize:
+                            continue
+                        if pieces:  # the pieces start this part
+                            buf, fill = await with_pieces()
+                        if number > MAX_PARTS:
+                            raise SizeInvalid(f"blob larger than {MAX_PARTS} parts")
+                        await settle()  # at most one part in flight while the next one fills
+                        if mpu is None:
+                            r = await self._call("create_multipart_upload", Key=self._data_key(upload_id))
+                            mpu = r["UploadId"]
+                        inflight = asyncio.ensure_future(self._upload_part(upload_id, mpu, number, buf))
+                        buf, fill = None, 0
+                        number += 1
+                        psize = part_size(number, self.part_size)
             await settle()
-            if buf:
+            if fill:
                 if len(pieces) >= MAX_PIECES:  # merge: one piece instead of many small ones
-                    head = await self._read_pieces(upload_id, pieces)
-                    head += buf
-                    buf = head
-                    new_stale += pieces
-                    pieces = []
+                    buf, fill = await with_pieces()
                 start = pieces[-1][1] if pieces else sum(p[2] for p in parts)
-                end = start + len(buf)
+                del buf[fill:]
+                end = start + fill
                 tag = uuid.uuid4().hex[:12]
                 await self._put(self._piece_key(upload_id, start, end, tag), buf)
                 pieces.append([start, end, tag])
