@@ -109,6 +109,16 @@ def blob_digest(size: int) -> str:
     return "sha256:" + h.hexdigest()
 
 
+COMMIT_SECONDS: list[float] = []  # of each push's final PUT ?digest= (S3: complete + server-side copy)
+
+
+async def finish(http, url: str) -> None:
+    t = time.perf_counter()
+    async with http.put(url) as r:
+        assert r.status == 201, await r.text()
+    COMMIT_SECONDS.append(time.perf_counter() - t)
+
+
 async def push_one_patch(http, base, name, size, digest) -> None:
     async with http.post(f"{base}/v2/{name}/blobs/uploads/") as r:
         assert r.status == 202, await r.text()
@@ -118,8 +128,7 @@ async def push_one_patch(http, base, name, size, digest) -> None:
                           headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)}) as r:
         assert r.status == 202, await r.text()
         loc = r.headers["Location"]
-    async with http.put(f"{base}{loc}?digest={digest}" if loc.startswith("/") else f"{loc}?digest={digest}") as r:
-        assert r.status == 201, await r.text()
+    await finish(http, f"{base}{loc}?digest={digest}" if loc.startswith("/") else f"{loc}?digest={digest}")
 
 
 async def push_patches(http, base, name, size, digest, chunk: int) -> None:
@@ -147,8 +156,7 @@ async def push_patches(http, base, name, size, digest, chunk: int) -> None:
             assert r.status == 202, await r.text()
             loc = r.headers["Location"]
         offset += n
-    async with http.put(f"{base}{loc}?digest={digest}") as r:
-        assert r.status == 201, await r.text()
+    await finish(http, f"{base}{loc}?digest={digest}")
 
 
 async def pull(http, base, name, digest, size) -> None:
@@ -202,19 +210,22 @@ async def main() -> None:
                      lambda n=f"bench/chunked{i}": push_patches(http, base, n, args.size, digest, args.chunk)),
                     ("pull, streamed", lambda n=f"bench/chunked{i}": pull(http, base, n, digest, args.size)),
                 ):
+                    COMMIT_SECONDS.clear()
                     with RSSWatch(server.pid) as rss:
                         t = time.perf_counter()
                         await run()
                         dt = time.perf_counter() - t
-                    rows.append((phase, dt, args.size / dt / 1e6, rss.start / 1024, rss.growth_mib))
+                    commit = f"{COMMIT_SECONDS[0]:.1f}" if COMMIT_SECONDS else "-"
+                    rows.append((phase, dt, commit, args.size / dt / 1e6, rss.start / 1024, rss.growth_mib))
     finally:
         server.terminate()
         server.wait(30)
         weed.stop()
-    print(f"| phase ({args.size / MiB / 1024:.2f} GiB) | seconds | MB/s | server RSS at start | RSS growth |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for phase, dt, mbs, start, growth in rows:
-        print(f"| {phase} | {dt:.1f} | {mbs:.0f} | {start:.1f} MiB | {growth:.1f} MiB |")
+    print(f"| phase ({args.size / MiB / 1024:.2f} GiB) | seconds | of which PUT ?digest= | MB/s "
+          "| server RSS at start | RSS growth |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for phase, dt, commit, mbs, start, growth in rows:
+        print(f"| {phase} | {dt:.1f} | {commit} | {mbs:.0f} | {start:.1f} MiB | {growth:.1f} MiB |")
 
 
 if __name__ == "__main__":
