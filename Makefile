@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e clients bench conformance-compare gc clean
+.PHONY: run test unit e2e clients bench bench-s3 conformance-compare gc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ e2e: $(BIN)/.installed clients
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# a large blob pushed and pulled through `berth serve` on the s3 driver into SeaweedFS (weed from the test extras)
+bench-s3: $(BIN)/.installed
+	$(BIN)/python bench/s3_push.py $(BENCH_ARGS)
 
 # the conformance port (tests/conformance) over HTTP against `berth serve` and Distribution 2.8.2
 conformance-compare: $(BIN)/.installed clients

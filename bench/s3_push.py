@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from tests.seaweed import SeaweedFS  # noqa: E402
 
 MiB = 1024 * 1024
-BLOCK = os.urandom(4 * MiB)
+BLOCK = bytearray(os.urandom(4 * MiB))  # its first bytes change per push: every push is a new digest
 
 
 def size_arg(text: str) -> int:
@@ -201,15 +201,19 @@ async def main() -> None:
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-            digest = blob_digest(args.size)
             await push_one_patch(http, base, "bench/warm", 16 * MiB, blob_digest(16 * MiB))  # clients, pools
             for i in range(args.repeat):
+                BLOCK[:8] = f"mono{i:04d}".encode()[:8]
+                mono = blob_digest(args.size)
+                BLOCK[:8] = f"chnk{i:04d}".encode()[:8]
+                chunked = blob_digest(args.size)
                 for phase, run in (
-                    ("push, one PATCH", lambda n=f"bench/mono{i}": push_one_patch(http, base, n, args.size, digest)),
+                    ("push, one PATCH", lambda n=f"bench/mono{i}", d=mono: push_one_patch(http, base, n, args.size, d)),
                     (f"push, {args.chunk // MiB} MiB PATCHes",
-                     lambda n=f"bench/chunked{i}": push_patches(http, base, n, args.size, digest, args.chunk)),
-                    ("pull, streamed", lambda n=f"bench/chunked{i}": pull(http, base, n, digest, args.size)),
+                     lambda n=f"bench/chunked{i}", d=chunked: push_patches(http, base, n, args.size, d, args.chunk)),
+                    ("pull, streamed", lambda n=f"bench/chunked{i}", d=chunked: pull(http, base, n, d, args.size)),
                 ):
+                    BLOCK[:8] = (f"mono{i:04d}" if "one" in phase else f"chnk{i:04d}").encode()[:8]
                     COMMIT_SECONDS.clear()
                     with RSSWatch(server.pid) as rss:
                         t = time.perf_counter()

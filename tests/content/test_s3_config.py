@@ -1,9 +1,11 @@
 """storage: / storage.s3 settings, from berth.yaml and BERTH_STORAGE_*; validated at load."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from registry.config import Config
+from registry.config import Config, S3Config
 
 ENV = {
     "BERTH_STORAGE_DRIVER": "s3",
@@ -67,3 +69,9 @@ def test_invalid_settings_are_named(change, message):
 def test_s3_settings_ignored_by_filesystem():
     cfg = Config.load(None, env={"BERTH_STORAGE_S3_ENDPOINT": "not a url"})
     assert cfg.storage.driver == "filesystem"
+
+
+def test_documented_file_holds_the_defaults():
+    cfg = Config.load(Path(__file__).resolve().parents[2] / "config" / "berth.yaml", env={})
+    assert cfg.storage.driver == "filesystem"
+    assert cfg.storage.s3 == S3Config()
