@@ -387,8 +387,16 @@ class S3Driver:
             if _code(e) == "InvalidRange" or _status(e) == 416:  # start at or past the end: nothing
                 return
             raise
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
         async with r["Body"] as body:
-            while chunk := await body.read(READ_CHUNK):
+            while True:
+                try:
+                    chunk = await body.read(READ_CHUNK)
+                except (BotoCoreError, OSError, asyncio.TimeoutError) as e:  # cut off mid-body
+                    raise DriverUnavailable(f"reading {key!r} from S3 endpoint {self.endpoint} failed: {e}") from e
+                if not chunk:
+                    return
                 yield chunk
 
     async def delete(self, digest: str) -> bool:
