@@ -99,6 +99,8 @@ class SeaweedFS:
         self.log = self.workdir / "weed.log"
         self._proc: subprocess.Popen | None = None
         self._logf = None
+        self._client = None
+        self._client_endpoint = ""
 
     # ---- process ---------------------------------------------------------------------
     def start(self) -> None:
@@ -188,6 +190,11 @@ class SeaweedFS:
     # ---- S3 helpers (synchronous botocore, for fixtures) -----------------------------
     def client(self):
         """A synchronous botocore S3 client for this server (tests' own set-up and checks)."""
+        if self._client is None or self._client_endpoint != self.endpoint:
+            self._client, self._client_endpoint = self._new_client(), self.endpoint
+        return self._client
+
+    def _new_client(self):
         import botocore.session  # noqa: PLC0415
         from botocore.config import Config  # noqa: PLC0415
 

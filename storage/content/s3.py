@@ -162,8 +162,19 @@ def _status(e: Exception) -> int | None:
     return getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
+_SESSION = None
+
+
 def _isolated_session():
-    """An aiobotocore session that reads no AWS_* variable and no ~/.aws file."""
+    """An aiobotocore session that reads no AWS_* variable and no ~/.aws file (one per
+    process: it caches the loaded S3 service model; clients made from it are independent)."""
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = _new_isolated_session()
+    return _SESSION
+
+
+def _new_isolated_session():
     from aiobotocore.session import AioSession  # noqa: PLC0415
     from botocore import configprovider as cp  # noqa: PLC0415
 
@@ -420,17 +431,27 @@ class S3Driver:
             if parts[1] == parts[2][:2]:
                 yield digest
 
-    async def _list(self, prefix: str) -> AsyncIterator[dict]:
+    async def _pages(self, operation: str, prefix: str) -> AsyncIterator[dict]:
+        from botocore.exceptions import BotoCoreError  # noqa: PLC0415
+
         client = await self._s3()
-        paginator = client.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for obj in page.get("Contents", ()):
+        pages = client.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=prefix).__aiter__()
+        while True:
+            try:
+                page = await pages.__anext__()
+            except StopAsyncIteration:
+                return
+            except BotoCoreError as e:
+                raise DriverUnavailable(f"listing {prefix!r} at S3 endpoint {self.endpoint} failed: {e}") from e
+            yield page
+
+    async def _list(self, prefix: str) -> AsyncIterator[dict]:
+        async for page in self._pages("list_objects_v2", prefix):
+            for obj in page.get("Contents", ()) or ():
                 yield obj
 
     async def _list_mpus(self, prefix: str) -> AsyncIterator[dict]:
-        client = await self._s3()
-        paginator = client.get_paginator("list_multipart_uploads")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        async for page in self._pages("list_multipart_uploads", prefix):
             for u in page.get("Uploads", ()) or ():
                 yield u
 
@@ -452,7 +473,10 @@ class S3Driver:
             if len(batch) == 1:
                 await self._call("delete_object", Key=batch[0])
             else:
-                await self._call("delete_objects", Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+                r = await self._call("delete_objects", Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+                failed = [e for e in r.get("Errors", ()) or () if e.get("Code") not in ("NoSuchKey",)]
+                if failed:
+                    raise StorageError(f"S3 refused to delete {len(failed)} objects, e.g. {failed[0]}")
 
     async def _read_pieces(self, upload_id: str, pieces: list[list], limit: int | None = None) -> bytearray:
         """The bytes of ``pieces`` in order (together less than one part), at most ``limit`` of them."""
