@@ -31,6 +31,10 @@ class AuthConfig:
     admin_password: str | None = None  # bootstrap admin; else BERTH_ADMIN_PASSWORD; else generated
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work (``berth`` prints it as one line and exits 2)."""
+
+
 @dataclass
 class S3Config:
     endpoint: str | None = None  # e.g. http://127.0.0.1:8333; None = AWS's regional endpoint
@@ -42,16 +46,16 @@ class S3Config:
     redirect: bool = False  # blob GET answers 307 to a short-lived presigned URL
 
     def validate(self) -> None:
-        """Raise ValueError naming the setting that cannot work; normalise the prefix."""
+        """Raise ConfigError naming the setting that cannot work; normalise the prefix."""
         from urllib.parse import urlsplit  # noqa: PLC0415
 
         if not self.bucket or not isinstance(self.bucket, str) or "/" in self.bucket:
-            raise ValueError("storage.s3.bucket (BERTH_STORAGE_S3_BUCKET) must name a bucket")
+            raise ConfigError("storage.s3.bucket (BERTH_STORAGE_S3_BUCKET) must name a bucket")
         if not (self.access_key and self.secret_key):
-            raise ValueError("storage.s3.access_key and storage.s3.secret_key (BERTH_STORAGE_S3_ACCESS_KEY, "
+            raise ConfigError("storage.s3.access_key and storage.s3.secret_key (BERTH_STORAGE_S3_ACCESS_KEY, "
                              "BERTH_STORAGE_S3_SECRET_KEY) are required")
         if not self.region or not isinstance(self.region, str):
-            raise ValueError("storage.s3.region (BERTH_STORAGE_S3_REGION) must not be empty")
+            raise ConfigError("storage.s3.region (BERTH_STORAGE_S3_REGION) must not be empty")
         if self.endpoint is not None:
             url = urlsplit(str(self.endpoint))
             try:
@@ -60,17 +64,17 @@ class S3Config:
                 url = None
             if url is None or url.scheme not in ("http", "https") or not url.hostname or url.query or \
                     url.path not in ("", "/"):
-                raise ValueError(f"storage.s3.endpoint (BERTH_STORAGE_S3_ENDPOINT) must be an http:// or https:// "
+                raise ConfigError(f"storage.s3.endpoint (BERTH_STORAGE_S3_ENDPOINT) must be an http:// or https:// "
                                  f"URL of the S3 service, e.g. http://127.0.0.1:8333, not {self.endpoint!r}")
         prefix = str(self.prefix or "").strip("/")
         if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
-            raise ValueError(f"storage.s3.prefix (BERTH_STORAGE_S3_PREFIX) {self.prefix!r}: empty, '.' and '..' "
+            raise ConfigError(f"storage.s3.prefix (BERTH_STORAGE_S3_PREFIX) {self.prefix!r}: empty, '.' and '..' "
                              "segments are not allowed")
         self.prefix = prefix
         if isinstance(self.redirect, str):
             self.redirect = _strict_bool("storage.s3.redirect", self.redirect)
         if not isinstance(self.redirect, bool):
-            raise ValueError("storage.s3.redirect must be true or false")
+            raise ConfigError("storage.s3.redirect must be true or false")
 
 
 @dataclass
@@ -80,7 +84,7 @@ class StorageConfig:
 
     def validate(self) -> None:
         if self.driver not in ("filesystem", "s3"):
-            raise ValueError(f"storage.driver (BERTH_STORAGE_DRIVER) must be filesystem or s3, not {self.driver!r}")
+            raise ConfigError(f"storage.driver (BERTH_STORAGE_DRIVER) must be filesystem or s3, not {self.driver!r}")
         if self.driver == "s3":
             self.s3.validate()
 
@@ -154,7 +158,7 @@ def _strict_bool(name: str, value: str) -> bool:
         return True
     if v in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"{name} must be true or false, not {value!r}")
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
 
 _STORAGE_ENV = {
     "BERTH_STORAGE_DRIVER": ("driver", str),

@@ -18,8 +18,8 @@ import pytest
 from registry.app import create_app
 from registry.config import Config
 
+from .seaweed import seaweedfs  # noqa: F401, I001  (the session's SeaweedFS S3 gateway)
 from . import postgres as pg
-from .seaweed import seaweedfs  # noqa: F401  (the session's SeaweedFS S3 gateway)
 
 DATABASES = pg.DATABASES
 if not set(DATABASES) <= {"sqlite", "postgres"} or not DATABASES:
