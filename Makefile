@@ -37,6 +37,10 @@ process: $(BIN)/.installed
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# a large blob pushed and pulled through `berth serve` on the s3 driver into SeaweedFS (weed from the test extras)
+bench-s3: $(BIN)/.installed
+	$(BIN)/python bench/s3_push.py $(BENCH_ARGS)
+
 # the conformance port (tests/conformance) over HTTP against `berth serve` and Distribution 2.8.2
 conformance-compare: $(BIN)/.installed clients
 	$(BIN)/python bench/conformance_compare.py $(COMPARE_ARGS)

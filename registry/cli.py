@@ -11,10 +11,52 @@ import sys
 from .config import Config
 
 
+def _one_line_errors(command):
+    """A configuration error is one line on stderr and exit code 2, not a traceback."""
+    def run(args: argparse.Namespace) -> int:
+        from .config import ConfigError
+
+        try:
+            return command(args)
+        except ConfigError as e:
+            print(f"berth: configuration: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _check_storage(config: Config) -> str | None:
+    """Why the configured content store cannot be used (unreachable, no bucket, credentials refused), or None.
+
+    Only for remote stores: the filesystem store is created under the data directory."""
+    if config.storage.driver == "filesystem":
+        return None
+    from storage.content import open_driver
+    from storage.errors import DriverUnavailable
+
+    async def probe() -> None:
+        driver = open_driver(config.storage, config.data_dir)
+        try:
+            await driver.check()
+        finally:
+            await driver.close()
+
+    try:
+        asyncio.run(probe())
+    except (DriverUnavailable, ValueError) as e:
+        return " ".join(str(getattr(e, "message", e)).split())
+    return None
+
+
+@_one_line_errors
 def _serve(args: argparse.Namespace) -> int:
     config = Config.load(
         args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
     )
+    problem = _check_storage(config)
+    if problem is not None:  # before serving: not a traceback on the first push
+        print(f"berth: storage: {problem}", file=sys.stderr)
+        return 2
     if args.no_auth:
         config.auth.enabled = False
     workers = args.workers if args.workers is not None else config.workers

@@ -36,6 +36,10 @@ class AuthConfig:
     trusted_proxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-For is believed
 
 
+class ConfigError(ValueError):
+    """A setting that cannot work (``berth`` prints it as one line and exits 2)."""
+
+
 @dataclass
 class S3Config:
     endpoint: str | None = None  # e.g. http://127.0.0.1:8333; None = AWS's regional endpoint
@@ -46,11 +50,48 @@ class S3Config:
     secret_key: str | None = None
     redirect: bool = False  # blob GET answers 307 to a short-lived presigned URL
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the setting that cannot work; normalise the prefix."""
+        from urllib.parse import urlsplit  # noqa: PLC0415
+
+        if not self.bucket or not isinstance(self.bucket, str) or "/" in self.bucket:
+            raise ConfigError("storage.s3.bucket (BERTH_STORAGE_S3_BUCKET) must name a bucket")
+        if not (self.access_key and self.secret_key):
+            raise ConfigError("storage.s3.access_key and storage.s3.secret_key (BERTH_STORAGE_S3_ACCESS_KEY, "
+                             "BERTH_STORAGE_S3_SECRET_KEY) are required")
+        if not self.region or not isinstance(self.region, str):
+            raise ConfigError("storage.s3.region (BERTH_STORAGE_S3_REGION) must not be empty")
+        if self.endpoint is not None:
+            url = urlsplit(str(self.endpoint))
+            try:
+                url.port  # noqa: B018 - raises on a bad port
+            except ValueError:
+                url = None
+            if url is None or url.scheme not in ("http", "https") or not url.hostname or url.query or \
+                    url.path not in ("", "/"):
+                raise ConfigError(f"storage.s3.endpoint (BERTH_STORAGE_S3_ENDPOINT) must be an http:// or https:// "
+                                 f"URL of the S3 service, e.g. http://127.0.0.1:8333, not {self.endpoint!r}")
+        prefix = str(self.prefix or "").strip("/")
+        if any(seg in ("", ".", "..") for seg in prefix.split("/")) and prefix:
+            raise ConfigError(f"storage.s3.prefix (BERTH_STORAGE_S3_PREFIX) {self.prefix!r}: empty, '.' and '..' "
+                             "segments are not allowed")
+        self.prefix = prefix
+        if isinstance(self.redirect, str):
+            self.redirect = _strict_bool("storage.s3.redirect", self.redirect)
+        if not isinstance(self.redirect, bool):
+            raise ConfigError("storage.s3.redirect must be true or false")
+
 
 @dataclass
 class StorageConfig:
     driver: str = "filesystem"  # filesystem (under data_dir) | s3
     s3: S3Config = field(default_factory=S3Config)
+
+    def validate(self) -> None:
+        if self.driver not in ("filesystem", "s3"):
+            raise ConfigError(f"storage.driver (BERTH_STORAGE_DRIVER) must be filesystem or s3, not {self.driver!r}")
+        if self.driver == "s3":
+            self.s3.validate()
 
 
 @dataclass
@@ -83,6 +124,7 @@ class Config:
             if value is not None:
                 setattr(cfg, key, type(getattr(cfg, key))(value) if key == "data_dir" else value)
         cfg.data_dir = Path(cfg.data_dir)
+        cfg.storage.validate()
         return cfg
 
 
@@ -117,6 +159,16 @@ _ENV = {
     "BERTH_WORKERS": ("workers", int),
 }
 _BOOL = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
+
+
+def _strict_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name} must be true or false, not {value!r}")
+
 _STORAGE_ENV = {
     "BERTH_STORAGE_DRIVER": ("driver", str),
 }
@@ -127,7 +179,7 @@ _S3_ENV = {
     "BERTH_STORAGE_S3_PREFIX": ("prefix", str),
     "BERTH_STORAGE_S3_ACCESS_KEY": ("access_key", str),
     "BERTH_STORAGE_S3_SECRET_KEY": ("secret_key", str),
-    "BERTH_STORAGE_S3_REDIRECT": ("redirect", _BOOL),
+    "BERTH_STORAGE_S3_REDIRECT": ("redirect", lambda v: _strict_bool("BERTH_STORAGE_S3_REDIRECT", v)),
 }
 _AUTH_ENV = {
     "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),

@@ -18,6 +18,7 @@ import pytest
 from registry.app import create_app
 from registry.config import Config
 
+from .seaweed import seaweedfs  # noqa: F401, I001  (the session's SeaweedFS S3 gateway)
 from . import postgres as pg
 from .ci import in_ci, skip_or_fail
 
