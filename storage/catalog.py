@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
 
 from . import digest as digests
 from .db import Database, upsert_insert
@@ -23,12 +23,13 @@ from .errors import (
     ManifestInUse,
     ManifestUnknown,
     NameUnknown,
+    QuotaExceeded,
     UploadBusy,
     UploadOutOfOrder,
     UploadUnknown,
 )
 from .manifests import ParsedManifest
-from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Upload
+from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Tenant, Upload
 
 
 @dataclass(frozen=True)
@@ -195,13 +196,102 @@ def _touch(conn: Connection, digest: str) -> bool:
     return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
-def _link(conn: Connection, name: str, digest: str) -> None:
+def _link(conn: Connection, name: str, digest: str, size: int) -> None:
+    _check_quota(conn, name, digest, size)
     rid = _ensure_repo(conn, name)
     # only a live row is linked: one garbage collection has marked (or already deleted, its
     # content with it) never is. The push pinned the row before it placed the content.
     if not _touch(conn, digest):
         raise BlobDeleting(detail={"digest": digest})
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+
+
+# ---- tenant storage quotas (issue 7) ---------------------------------------------------
+#
+# A tenant's usage is the size of every distinct blob linked in any of its repositories plus
+# every distinct manifest stored there: a blob (or manifest) held by ten repositories of the
+# tenant counts once. It is computed by one query when needed, never kept as a counter, so
+# nothing (unlink, garbage collection, a deleted repository) has to keep one up to date.
+#
+# The repositories of tenant ``t`` are the names in [``t/``, ``t0``): '0' is the code point
+# after '/', and names compare by code point on both databases (collation C on PostgreSQL), so
+# this is an index range scan and needs no LIKE escaping.
+
+
+def tenant_of(name: str) -> str | None:
+    """The tenant owning repository ``name`` (its first component), None for a one-component name."""
+    tenant, sep, _ = name.partition("/")
+    return tenant if sep else None
+
+
+def _in_tenant():
+    return (Repository.name >= bindparam("p_lo")) & (Repository.name < bindparam("p_hi"))
+
+
+def _tenant_params(tenant: str) -> dict:
+    return {"p_lo": f"{tenant}/", "p_hi": f"{tenant}0", "p_tenant": tenant}
+
+
+_LINKED_IN_TENANT = (
+    select(RepositoryBlob.digest).join(Repository, Repository.id == RepositoryBlob.repository_id).where(_in_tenant())
+)
+_MANIFESTS_IN_TENANT = (
+    select(Manifest.digest, Manifest.size).join(Repository, Repository.id == Manifest.repository_id)
+    .where(_in_tenant()).distinct().subquery()
+)
+_USAGE = select(
+    select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.digest.in_(_LINKED_IN_TENANT)).scalar_subquery()
+    + select(func.coalesce(func.sum(_MANIFESTS_IN_TENANT.c.size), 0)).scalar_subquery()
+)
+_BLOB_IN_TENANT = _LINKED_IN_TENANT.where(RepositoryBlob.digest == bindparam("p_digest")).limit(1)
+_MANIFEST_IN_TENANT = (
+    select(Manifest.digest).join(Repository, Repository.id == Manifest.repository_id)
+    .where(_in_tenant(), Manifest.digest == bindparam("p_digest")).limit(1)
+)
+_QUOTA = select(Tenant.quota_bytes).where(Tenant.name == bindparam("p_tenant"))
+# an UPDATE that changes nothing but locks the tenant's row until the transaction ends: on
+# PostgreSQL a second push of the tenant waits here, then sees the first one's links; on
+# SQLite, as the transaction's first write, it takes the database's write lock (processes
+# sharing one file, `--workers`) before the usage is read
+_LOCK_TENANT = (
+    update(Tenant).where(Tenant.name == bindparam("p_tenant"))
+    .values(quota_bytes=Tenant.quota_bytes).returning(Tenant.quota_bytes)
+)
+
+
+def _usage(conn: Connection, tenant: str) -> int:
+    return int(conn.execute(_USAGE, _tenant_params(tenant)).scalar() or 0)
+
+
+def _quota_room(conn: Connection, tenant: str) -> tuple[int, int] | None:
+    """(quota, usage) of a tenant with a quota, else None. Reads only (no lock)."""
+    quota = conn.execute(_QUOTA, {"p_tenant": tenant}).scalar()
+    if quota is None:
+        return None
+    return int(quota), _usage(conn, tenant)
+
+
+def _check_quota(conn: Connection, name: str, digest: str, size: int, *, manifest: bool = False) -> None:
+    """Inside the transaction that links ``digest`` (``size`` bytes) into repository ``name``,
+    before anything is written: raise QuotaExceeded when the tenant has a quota and the content,
+    new to the tenant, would take its usage past it. Content the tenant already holds adds
+    nothing and always passes (even over a quota lowered since). Must run first in the
+    transaction, so the tenant's row is locked before any other row (one lock order)."""
+    tenant = tenant_of(name)
+    if tenant is None:
+        return
+    params = _tenant_params(tenant)
+    if conn.execute(_QUOTA, params).scalar() is None:
+        return  # no quota: no lock, no usage query
+    params["p_digest"] = digest
+    if conn.execute(_MANIFEST_IN_TENANT if manifest else _BLOB_IN_TENANT, params).first() is not None:
+        return
+    quota = conn.execute(_LOCK_TENANT, params).scalar()
+    if quota is None:  # the quota was removed meanwhile
+        return
+    usage = _usage(conn, tenant)
+    if usage + size > quota:
+        raise QuotaExceeded(tenant, int(quota), usage, size)
 
 
 # Values per statement. A manifest under the 4 MiB limit can name ~35,000 digests: one
@@ -271,6 +361,31 @@ class Catalog:
         params = {"name": name, "digest": digest}
         return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
 
+    # ---- quotas --------------------------------------------------------------
+    async def tenant_usage(self, tenant: str) -> int:
+        """Bytes of distinct blobs and manifests held by the tenant's repositories."""
+        return await self.db.read(_usage, tenant)
+
+    async def quota_room(self, name: str, digest: str | None = None) -> tuple[str, int, int] | None:
+        """(tenant, quota, usage) when the tenant owning ``name`` has a quota, for refusing a
+        push early; None without a quota, or when ``digest`` is already the tenant's (it adds
+        nothing). Advisory: the check that counts runs when the content is linked."""
+        tenant = tenant_of(name)
+        if tenant is None:
+            return None
+
+        def run(conn: Connection):
+            room = _quota_room(conn, tenant)
+            if room is None:
+                return None
+            if digest is not None:
+                params = {**_tenant_params(tenant), "p_digest": digest}
+                if conn.execute(_BLOB_IN_TENANT, params).first() is not None:
+                    return None
+            return (tenant, *room)
+
+        return await self.db.read(run)
+
     async def pin_blob(self, digest: str, size: int, steal_before: float | None = None) -> bool:
         """Before placing content: insert or refresh the blob row; False while garbage
         collection is deleting it (see ``_pin``)."""
@@ -282,7 +397,7 @@ class Catalog:
         transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest)
+            _link(conn, name, digest, size)
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
@@ -296,6 +411,7 @@ class Catalog:
             size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
             if size is None:
                 return None
+            _check_quota(conn, name, digest, size)
             rid = _ensure_repo(conn, name)
             if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
@@ -412,6 +528,7 @@ class Catalog:
         """
 
         def run(conn: Connection) -> None:
+            _check_quota(conn, name, digest, len(content), manifest=True)
             rid = _ensure_repo(conn, name)
             missing: list[str] = []
             if parsed.blobs:

@@ -123,6 +123,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(Name(64), unique=True, nullable=False)
     public: Mapped[bool] = mapped_column(default=False)  # anonymous pull allowed
     created_at: Mapped[float] = mapped_column(default=now)
+    # storage quota (issue 7): bytes of distinct blobs and manifests its repositories may hold;
+    # NULL = unlimited (storage.catalog enforces it when a blob or manifest is linked)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class User(Base):
