@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, exists, func, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, select, text, update
 
 from . import digest as digests
 from .db import Database, upsert_insert
@@ -24,6 +25,7 @@ from .errors import (
     ManifestUnknown,
     NameUnknown,
     QuotaExceeded,
+    TooManyUploads,
     UploadBusy,
     UploadOutOfOrder,
     UploadUnknown,
@@ -119,6 +121,11 @@ _RELEASE = update(Upload).where(_HELD).values(lease_token=None, lease_expires_at
 _CREATE_UPLOAD = Upload.__table__.insert().values(
     id=bindparam("p_id"), repository=bindparam("p_name"), started_at=bindparam("p_now"), updated_at=bindparam("p_now"),
     offset=0, hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+    principal=bindparam("p_principal"),
+)
+# the principal's sessions the sweeper has not removed yet, and when the oldest was last written
+_OPEN_UPLOADS = select(func.count(), func.min(Upload.updated_at)).where(
+    Upload.principal == bindparam("p_principal"), Upload.updated_at >= bindparam("p_since")
 )
 _DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
 
@@ -674,10 +681,32 @@ class Catalog:
         return out
 
     # ---- upload sessions -----------------------------------------------------
-    async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
-        params = {"p_id": upload_id, "p_name": name, "p_now": time.time(), "p_hash_state": hash_state,
-                  "p_driver_state": json.dumps(driver_state)}
-        await self.db.write(lambda c: c.execute(_CREATE_UPLOAD, params))
+    async def create_upload(
+        self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict, *,
+        principal: str | None = None, max_open: int | None = None, expiry: float = 24 * 3600,
+    ) -> None:
+        """Record a new session. With ``principal`` and ``max_open``, refused (TooManyUploads,
+        nothing written) when that principal already has ``max_open`` sessions written to within
+        ``expiry`` seconds — every replica's, counted here in the database."""
+        now = time.time()
+        params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state), "p_principal": principal,
+                  "p_since": now - expiry}
+
+        def run(conn: Connection) -> None:
+            if principal is not None and max_open:
+                if conn.dialect.name == "postgresql":
+                    # concurrent starts of one principal take turns (READ COMMITTED would let two
+                    # count the same rows); on SQLite the INSERT below takes the write lock first
+                    key = zlib.crc32(principal.encode()) | (0x55 << 32)
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            conn.execute(_CREATE_UPLOAD, params)
+            if principal is not None and max_open:
+                count, oldest = conn.execute(_OPEN_UPLOADS, params).one()
+                if count > max_open:  # this one included: undo it (the transaction rolls back)
+                    raise TooManyUploads(principal, max_open, (oldest or now) + expiry - now)
+
+        await self.db.write(run)
 
     async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
         """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""

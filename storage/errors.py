@@ -113,3 +113,16 @@ class QuotaExceeded(StorageError):
         )
         self.tenant, self.quota, self.usage, self.adds = tenant, quota, usage, adds
 
+
+class TooManyUploads(StorageError):
+    """too many upload sessions open at once"""
+
+    def __init__(self, principal: str, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"{limit} upload sessions are already open for this client; finish or cancel one "
+            f"(DELETE …/blobs/uploads/<id>) or retry later",
+            {"limit": limit},
+        )
+        self.limit = limit
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}

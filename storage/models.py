@@ -111,6 +111,8 @@ class Upload(Base):
     driver_state: Mapped[str | None] = mapped_column(Text)  # JSON, opaque (ContentDriver.append)
     lease_token: Mapped[str | None] = mapped_column(String(32))  # the request writing to it, if any
     lease_expires_at: Mapped[float | None] = mapped_column()
+    # who opened the session (issue 7: concurrent sessions per principal, registry.limits)
+    principal: Mapped[str | None] = mapped_column(String(160), index=True)
 
 
 # ---- principals (issue 3): tenants, people, robot accounts, audit ---------------------

@@ -163,19 +163,26 @@ class _Lease:
 
 
 class Uploads:
-    def __init__(self, catalog: Catalog, driver: ContentDriver, blobs: Blobs, max_blob_size: int | None) -> None:
+    def __init__(self, catalog: Catalog, driver: ContentDriver, blobs: Blobs, max_blob_size: int | None,
+                 *, max_sessions: int | None = None, session_expiry: float = 24 * 3600) -> None:
         self.catalog = catalog
         self.driver = driver
         self.blobs = blobs
         self.max_blob_size = max_blob_size
+        self.max_sessions = max_sessions or None  # open sessions per principal (0/None: no limit)
+        self.session_expiry = session_expiry
 
     # ---- starting ----------------------------------------------------------------------
-    async def start(self, name: str) -> UploadStatus:
+    async def start(self, name: str, principal: str | None = None) -> UploadStatus:
+        """A new session; TooManyUploads when ``principal`` already has ``max_sessions`` open."""
         upload_id = uuid.uuid4().hex
         state = await self.driver.start_upload(upload_id)
         hasher = resumable_sha256()
         try:
-            await self.catalog.create_upload(upload_id, name, hasher.state() if hasher else None, state)
+            await self.catalog.create_upload(
+                upload_id, name, hasher.state() if hasher else None, state,
+                principal=principal, max_open=self.max_sessions, expiry=self.session_expiry,
+            )
         except BaseException:
             await asyncio.shield(self.driver.abort(upload_id, state))
             raise
