@@ -1,12 +1,14 @@
 """Open upload sessions per principal, counted in the database: past the limit → 429 + Retry-After."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from sqlalchemy import update
 
 from registry.app import create_app
+from storage.errors import TooManyUploads
 from storage.models import Upload
 
 from .conftest import ADMIN, basic, err, services, sha256, uploads
@@ -92,3 +94,24 @@ async def test_zero_turns_the_limit_off(aiohttp_client, config):
     other = await aiohttp_client(create_app(config))  # on the same database as `client`
     for _ in range(LIMIT + 3):
         assert (await start(other, ADMIN)).status == 202
+
+
+async def test_the_limit_holds_across_replicas(aiohttp_client, client, config, robots):
+    """Two processes on one database: the sessions are counted where they are, in the database."""
+    other = await aiohttp_client(create_app(config))
+    assert (await start(client, robots["ci"])).status == 202
+    assert (await start(other, robots["ci"])).status == 202
+    await err(await start(client, robots["ci"]), 429, "TOOMANYREQUESTS")
+    await err(await start(other, robots["ci"]), 429, "TOOMANYREQUESTS")
+
+
+async def test_concurrent_opens_cannot_pass_the_limit_together(client):
+    catalog = services(client).catalog
+    results = await asyncio.gather(
+        *(catalog.create_upload(f"{i:032x}", "acme/app", None, {}, principal="acme+ci", max_open=LIMIT)
+          for i in range(8)),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results].count("NoneType") == LIMIT
+    assert all(isinstance(r, TooManyUploads) for r in results if r is not None)
+    assert await uploads(client) == LIMIT
