@@ -252,3 +252,25 @@ async def test_concurrent_links_cannot_both_pass_the_check(client):
     assert await catalog.tenant_usage("acme") == 600
     with pytest.raises(QuotaExceeded):
         await catalog.link_blob("acme/r9", blobs[[type(r) for r in results].index(QuotaExceeded)], 600)
+
+
+async def test_refused_at_the_link_the_session_goes_and_the_content_is_linked_nowhere(client, monkeypatch):
+    """When only the final check refuses (the early one saw room: a race, or a quota changed in
+    between), the session is discarded too; the placed content is left to garbage collection."""
+    from registry.service.uploads import Uploads
+
+    async def no_early_check(self, name, digest=None):
+        return None
+
+    monkeypatch.setattr(Uploads, "_room", no_early_check)
+    await set_quota(client, "acme", 500)
+    data = b"r" * 600
+    loc = (await client.post("/v2/acme/app/blobs/uploads/", headers=ADMIN)).headers["Location"]
+    assert (await client.patch(loc, data=data, headers=OCTETS)).status == 202
+    await err(await client.put(f"{loc}?digest={sha256(data)}", headers=ADMIN), 403, "DENIED")
+    await err(await client.get(loc, headers=ADMIN), 404, "BLOB_UPLOAD_UNKNOWN")
+    assert await uploads(client) == 0 and await links(client, sha256(data)) == 0
+    assert await usage(client, "acme") == 0
+    # a monolithic push the same way
+    await err(await push(client, "acme/app", b"q" * 600, ADMIN), 403, "DENIED")
+    assert await links(client, sha256(b"q" * 600)) == 0
