@@ -155,3 +155,16 @@ async def test_without_auth_the_client_address_is_the_principal(aiohttp_client, 
     # X-Forwarded-For is not believed (no trusted proxies): the same address, the same bucket
     r = await c.get("/v2/c/z/tags/list", headers={"X-Forwarded-For": "203.0.113.9"})
     await err(r, 429, "TOOMANYREQUESTS")
+
+
+async def test_the_app_counts_each_pull_request_once_against_the_defaults(aiohttp_client, config, robots):
+    """The middleware runs the default buckets and takes one token per request: what the fleet
+    test above relies on (a node's pull = PER_NODE requests)."""
+    config.limits = LimitsConfig()
+    other = await aiohttp_client(create_app(config))
+    lim = other.app[LIMITERS]
+    lim.clock = lambda: 0.0
+    for _ in range(3 * PER_NODE):
+        assert (await pull(other, robots["acme+ci"])).status == 404
+    assert lim.principals._level("acme+ci", 0.0) == LimitsConfig().burst_per_principal - 3 * PER_NODE
+    assert lim.tenants._level("acme", 0.0) == LimitsConfig().burst_per_tenant - 3 * PER_NODE
