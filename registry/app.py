@@ -10,7 +10,7 @@ from aiohttp import web
 from storage import leases
 from storage.gc import sweep_uploads
 
-from . import bootstrap, middleware
+from . import bootstrap, limits, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -39,16 +39,20 @@ async def _sweep_uploads(svc: Services) -> None:
 def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
 
-    middlewares = [middleware.errors]
+    middlewares = [middleware.errors, limits.header_limit(config.limits)]
     if config.auth.enabled:
         from .auth.setup import auth_middleware  # noqa: PLC0415 - auth is optional at import time
 
         middlewares.append(auth_middleware(svc))
     else:
         middlewares.append(open_guard)
+    limiters = limits.Limiters(config.limits)  # this process's buckets (docs/operations.md)
+    middlewares.append(limits.rate_limit(limiters))
 
-    app = web.Application(middlewares=middlewares, client_max_size=config.max_manifest_size)
+    app = web.Application(middlewares=middlewares, client_max_size=config.max_manifest_size,
+                          handler_args=limits.handler_args(config.limits))
     app[SERVICES] = svc
+    app[limits.LIMITERS] = limiters
     add_routes(app)
     if config.auth.enabled:
         from .auth.setup import add_auth_routes  # noqa: PLC0415

@@ -339,9 +339,15 @@ def _add_admin_parsers(sub) -> None:
         return g.add_subparsers(dest=f"{name}_command", required=True)
 
     t = group("tenant", "create, list, show and delete tenants")
-    p = op(t, "create", "create a tenant", "create_tenant", lambda o, a, x: o.create_tenant(a, x.name, x.public))
+    p = op(t, "create", "create a tenant", "create_tenant",
+           lambda o, a, x: o.create_tenant(a, x.name, x.public, x.quota_bytes))
     p.add_argument("name")
     p.add_argument("--public", action="store_true", help="allow anonymous pulls of its repositories")
+    p.add_argument("--quota-bytes", type=int, help="storage quota in bytes (default: unlimited)")
+    p = op(t, "quota", "set a tenant's storage quota", "update_tenant",
+           lambda o, a, x: o.update_tenant(a, x.name, {"quota_bytes": _quota(x.bytes)}))
+    p.add_argument("name")
+    p.add_argument("bytes", help="quota in bytes, or 'none' for unlimited")
     op(t, "list", "list tenants", "list_tenants", lambda o, a, x: o.list_tenants(a))
     p = op(t, "show", "show a tenant", "get_tenant", lambda o, a, x: o.get_tenant(a, x.name))
     p.add_argument("name")
@@ -423,6 +429,13 @@ def _add_admin_parsers(sub) -> None:
     p.add_argument("--tenant")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--before", type=int, help="only events older than this id")
+
+
+def _quota(text: str) -> int | str | None:
+    """'none' → None (unlimited); digits → int; anything else is passed on and refused as the API refuses it."""
+    if text.strip().lower() == "none":
+        return None
+    return int(text) if text.strip().isdigit() else text
 
 
 def _actions(text: str) -> list[str]:

@@ -95,6 +95,22 @@ class StorageConfig:
 
 
 @dataclass
+class LimitsConfig:
+    """Protection of one tenant from another (registry.limits, docs/operations.md "Quotas and limits").
+
+    Rates are requests per second to /v2/, enforced by each process on its own (token buckets
+    in memory); 0 turns a limit off. The defaults let a 500-node fleet pull one image at once."""
+    rate_per_principal: float = 500.0  # per user, robot, service token (per client address without auth)
+    burst_per_principal: int = 20000
+    rate_per_tenant: float = 1000.0  # all principals together, on the tenant's repositories
+    burst_per_tenant: int = 40000
+    max_upload_sessions_per_principal: int = 100  # open (unexpired) upload sessions, counted in the database
+    max_header_bytes: int = 65536  # all request header lines together → 431
+    max_header_field: int = 8190  # one header line / the request line (aiohttp answers 400 itself)
+    max_headers: int = 128  # header lines per request (aiohttp answers 400 itself)
+
+
+@dataclass
 class Config:
     host: str = "127.0.0.1"
     port: int = 5000
@@ -110,6 +126,7 @@ class Config:
     workers: int = 1  # processes serving the port (berth serve --workers)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None, **overrides: Any) -> "Config":
@@ -144,7 +161,7 @@ def _build(klass, data: dict[str, Any]):
     return klass(**kwargs)
 
 
-_NESTED = {("Config", "auth"): AuthConfig, ("Config", "storage"): StorageConfig, ("StorageConfig", "s3"): S3Config}
+_NESTED = {("Config", "auth"): AuthConfig, ("Config", "limits"): LimitsConfig, ("Config", "storage"): StorageConfig, ("StorageConfig", "s3"): S3Config}
 
 _ENV = {
     "BERTH_HOST": ("host", str),
@@ -190,11 +207,22 @@ _AUTH_ENV = {
 }
 
 
+_LIMITS_ENV = {
+    "BERTH_LIMITS_RATE_PER_PRINCIPAL": ("rate_per_principal", float),
+    "BERTH_LIMITS_BURST_PER_PRINCIPAL": ("burst_per_principal", int),
+    "BERTH_LIMITS_RATE_PER_TENANT": ("rate_per_tenant", float),
+    "BERTH_LIMITS_BURST_PER_TENANT": ("burst_per_tenant", int),
+    "BERTH_LIMITS_MAX_UPLOAD_SESSIONS_PER_PRINCIPAL": ("max_upload_sessions_per_principal", int),
+    "BERTH_LIMITS_MAX_HEADER_BYTES": ("max_header_bytes", int),
+}
+
+
 def _apply_env(cfg: Config, env) -> None:
     for var, (attr, conv) in _ENV.items():
         if env.get(var):
             setattr(cfg, attr, conv(env[var]))
-    for table, target in ((_AUTH_ENV, cfg.auth), (_STORAGE_ENV, cfg.storage), (_S3_ENV, cfg.storage.s3)):
+    for table, target in ((_AUTH_ENV, cfg.auth), (_STORAGE_ENV, cfg.storage), (_S3_ENV, cfg.storage.s3),
+                          (_LIMITS_ENV, cfg.limits)):
         for var, (attr, conv) in table.items():
             if env.get(var):
                 setattr(target, attr, conv(env[var]))

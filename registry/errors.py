@@ -70,6 +70,8 @@ DOMAIN_ERRORS: dict[type, tuple[str, int]] = {
     storage_errors.ManifestBlobUnknown: ("MANIFEST_BLOB_UNKNOWN", 400),
     storage_errors.Unsupported: ("UNSUPPORTED", 415),  # e.g. a schema 1 manifest
     storage_errors.DriverUnavailable: ("UNKNOWN", 503),
+    storage_errors.QuotaExceeded: ("DENIED", 403),  # the tenant's quota_bytes (docs/operations.md)
+    storage_errors.TooManyUploads: ("TOOMANYREQUESTS", 429),  # + Retry-After
     storage_principals.Conflict: ("DENIED", 409),  # tenant, user or robot already exists
 }
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, delete, exists, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, func, select, text, update
 
 from . import digest as digests
 from .db import Database, upsert_insert
@@ -23,12 +24,14 @@ from .errors import (
     ManifestInUse,
     ManifestUnknown,
     NameUnknown,
+    QuotaExceeded,
+    TooManyUploads,
     UploadBusy,
     UploadOutOfOrder,
     UploadUnknown,
 )
 from .manifests import ParsedManifest
-from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Upload
+from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Tenant, Upload
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,11 @@ _RELEASE = update(Upload).where(_HELD).values(lease_token=None, lease_expires_at
 _CREATE_UPLOAD = Upload.__table__.insert().values(
     id=bindparam("p_id"), repository=bindparam("p_name"), started_at=bindparam("p_now"), updated_at=bindparam("p_now"),
     offset=0, hash_state=bindparam("p_hash_state"), driver_state=bindparam("p_driver_state"),
+    principal=bindparam("p_principal"),
+)
+# the principal's sessions the sweeper has not removed yet, and when the oldest was last written
+_OPEN_UPLOADS = select(func.count(), func.min(Upload.updated_at)).where(
+    Upload.principal == bindparam("p_principal"), Upload.updated_at >= bindparam("p_since")
 )
 _DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
 
@@ -195,13 +203,102 @@ def _touch(conn: Connection, digest: str) -> bool:
     return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
-def _link(conn: Connection, name: str, digest: str) -> None:
+def _link(conn: Connection, name: str, digest: str, size: int) -> None:
+    _check_quota(conn, name, digest, size)
     rid = _ensure_repo(conn, name)
     # only a live row is linked: one garbage collection has marked (or already deleted, its
     # content with it) never is. The push pinned the row before it placed the content.
     if not _touch(conn, digest):
         raise BlobDeleting(detail={"digest": digest})
     _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+
+
+# ---- tenant storage quotas (issue 7) ---------------------------------------------------
+#
+# A tenant's usage is the size of every distinct blob linked in any of its repositories plus
+# every distinct manifest stored there: a blob (or manifest) held by ten repositories of the
+# tenant counts once. It is computed by one query when needed, never kept as a counter, so
+# nothing (unlink, garbage collection, a deleted repository) has to keep one up to date.
+#
+# The repositories of tenant ``t`` are the names in [``t/``, ``t0``): '0' is the code point
+# after '/', and names compare by code point on both databases (collation C on PostgreSQL), so
+# this is an index range scan and needs no LIKE escaping.
+
+
+def tenant_of(name: str) -> str | None:
+    """The tenant owning repository ``name`` (its first component), None for a one-component name."""
+    tenant, sep, _ = name.partition("/")
+    return tenant if sep else None
+
+
+def _in_tenant():
+    return (Repository.name >= bindparam("p_lo")) & (Repository.name < bindparam("p_hi"))
+
+
+def _tenant_params(tenant: str) -> dict:
+    return {"p_lo": f"{tenant}/", "p_hi": f"{tenant}0", "p_tenant": tenant}
+
+
+_LINKED_IN_TENANT = (
+    select(RepositoryBlob.digest).join(Repository, Repository.id == RepositoryBlob.repository_id).where(_in_tenant())
+)
+_MANIFESTS_IN_TENANT = (
+    select(Manifest.digest, Manifest.size).join(Repository, Repository.id == Manifest.repository_id)
+    .where(_in_tenant()).distinct().subquery()
+)
+_USAGE = select(
+    select(func.coalesce(func.sum(Blob.size), 0)).where(Blob.digest.in_(_LINKED_IN_TENANT)).scalar_subquery()
+    + select(func.coalesce(func.sum(_MANIFESTS_IN_TENANT.c.size), 0)).scalar_subquery()
+)
+_BLOB_IN_TENANT = _LINKED_IN_TENANT.where(RepositoryBlob.digest == bindparam("p_digest")).limit(1)
+_MANIFEST_IN_TENANT = (
+    select(Manifest.digest).join(Repository, Repository.id == Manifest.repository_id)
+    .where(_in_tenant(), Manifest.digest == bindparam("p_digest")).limit(1)
+)
+_QUOTA = select(Tenant.quota_bytes).where(Tenant.name == bindparam("p_tenant"))
+# an UPDATE that changes nothing but locks the tenant's row until the transaction ends: on
+# PostgreSQL a second push of the tenant waits here, then sees the first one's links; on
+# SQLite, as the transaction's first write, it takes the database's write lock (processes
+# sharing one file, `--workers`) before the usage is read
+_LOCK_TENANT = (
+    update(Tenant).where(Tenant.name == bindparam("p_tenant"))
+    .values(quota_bytes=Tenant.quota_bytes).returning(Tenant.quota_bytes)
+)
+
+
+def _usage(conn: Connection, tenant: str) -> int:
+    return int(conn.execute(_USAGE, _tenant_params(tenant)).scalar() or 0)
+
+
+def _quota_room(conn: Connection, tenant: str) -> tuple[int, int] | None:
+    """(quota, usage) of a tenant with a quota, else None. Reads only (no lock)."""
+    quota = conn.execute(_QUOTA, {"p_tenant": tenant}).scalar()
+    if quota is None:
+        return None
+    return int(quota), _usage(conn, tenant)
+
+
+def _check_quota(conn: Connection, name: str, digest: str, size: int, *, manifest: bool = False) -> None:
+    """Inside the transaction that links ``digest`` (``size`` bytes) into repository ``name``,
+    before anything is written: raise QuotaExceeded when the tenant has a quota and the content,
+    new to the tenant, would take its usage past it. Content the tenant already holds adds
+    nothing and always passes (even over a quota lowered since). Must run first in the
+    transaction, so the tenant's row is locked before any other row (one lock order)."""
+    tenant = tenant_of(name)
+    if tenant is None:
+        return
+    params = _tenant_params(tenant)
+    if conn.execute(_QUOTA, params).scalar() is None:
+        return  # no quota: no lock, no usage query
+    params["p_digest"] = digest
+    if conn.execute(_MANIFEST_IN_TENANT if manifest else _BLOB_IN_TENANT, params).first() is not None:
+        return
+    quota = conn.execute(_LOCK_TENANT, params).scalar()
+    if quota is None:  # the quota was removed meanwhile
+        return
+    usage = _usage(conn, tenant)
+    if usage + size > quota:
+        raise QuotaExceeded(tenant, int(quota), usage, size)
 
 
 # Values per statement. A manifest under the 4 MiB limit can name ~35,000 digests: one
@@ -271,6 +368,31 @@ class Catalog:
         params = {"name": name, "digest": digest}
         return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
 
+    # ---- quotas --------------------------------------------------------------
+    async def tenant_usage(self, tenant: str) -> int:
+        """Bytes of distinct blobs and manifests held by the tenant's repositories."""
+        return await self.db.read(_usage, tenant)
+
+    async def quota_room(self, name: str, digest: str | None = None) -> tuple[str, int, int] | None:
+        """(tenant, quota, usage) when the tenant owning ``name`` has a quota, for refusing a
+        push early; None without a quota, or when ``digest`` is already the tenant's (it adds
+        nothing). Advisory: the check that counts runs when the content is linked."""
+        tenant = tenant_of(name)
+        if tenant is None:
+            return None
+
+        def run(conn: Connection):
+            room = _quota_room(conn, tenant)
+            if room is None:
+                return None
+            if digest is not None:
+                params = {**_tenant_params(tenant), "p_digest": digest}
+                if conn.execute(_BLOB_IN_TENANT, params).first() is not None:
+                    return None
+            return (tenant, *room)
+
+        return await self.db.read(run)
+
     async def pin_blob(self, digest: str, size: int, steal_before: float | None = None) -> bool:
         """Before placing content: insert or refresh the blob row; False while garbage
         collection is deleting it (see ``_pin``)."""
@@ -282,7 +404,7 @@ class Catalog:
         transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest)
+            _link(conn, name, digest, size)
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
@@ -296,6 +418,7 @@ class Catalog:
             size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
             if size is None:
                 return None
+            _check_quota(conn, name, digest, size)
             rid = _ensure_repo(conn, name)
             if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
@@ -412,6 +535,7 @@ class Catalog:
         """
 
         def run(conn: Connection) -> None:
+            _check_quota(conn, name, digest, len(content), manifest=True)
             rid = _ensure_repo(conn, name)
             missing: list[str] = []
             if parsed.blobs:
@@ -557,10 +681,32 @@ class Catalog:
         return out
 
     # ---- upload sessions -----------------------------------------------------
-    async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
-        params = {"p_id": upload_id, "p_name": name, "p_now": time.time(), "p_hash_state": hash_state,
-                  "p_driver_state": json.dumps(driver_state)}
-        await self.db.write(lambda c: c.execute(_CREATE_UPLOAD, params))
+    async def create_upload(
+        self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict, *,
+        principal: str | None = None, max_open: int | None = None, expiry: float = 24 * 3600,
+    ) -> None:
+        """Record a new session. With ``principal`` and ``max_open``, refused (TooManyUploads,
+        nothing written) when that principal already has ``max_open`` sessions written to within
+        ``expiry`` seconds — every replica's, counted here in the database."""
+        now = time.time()
+        params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_hash_state": hash_state,
+                  "p_driver_state": json.dumps(driver_state), "p_principal": principal,
+                  "p_since": now - expiry}
+
+        def run(conn: Connection) -> None:
+            if principal is not None and max_open:
+                if conn.dialect.name == "postgresql":
+                    # concurrent starts of one principal take turns (READ COMMITTED would let two
+                    # count the same rows); on SQLite the INSERT below takes the write lock first
+                    key = zlib.crc32(principal.encode()) | (0x55 << 32)
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            conn.execute(_CREATE_UPLOAD, params)
+            if principal is not None and max_open:
+                count, oldest = conn.execute(_OPEN_UPLOADS, params).one()
+                if count > max_open:  # this one included: undo it (the transaction rolls back)
+                    raise TooManyUploads(principal, max_open, (oldest or now) + expiry - now)
+
+        await self.db.write(run)
 
     async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
         """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""

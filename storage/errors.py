@@ -100,3 +100,29 @@ class ContentMissing(StorageError):
 
 class DriverUnavailable(StorageError):
     """the content store cannot be used (unreachable, missing bucket, wrong credentials)"""
+
+
+class QuotaExceeded(StorageError):
+    """the tenant's storage quota would be exceeded"""
+
+    def __init__(self, tenant: str, quota: int, usage: int, adds: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} storage quota exceeded: quota_bytes is {quota}, {usage} bytes are used, "
+            f"this push would add {adds}",
+            {"tenant": tenant, "quota_bytes": quota, "usage_bytes": usage, "adds_bytes": adds},
+        )
+        self.tenant, self.quota, self.usage, self.adds = tenant, quota, usage, adds
+
+
+class TooManyUploads(StorageError):
+    """too many upload sessions open at once"""
+
+    def __init__(self, principal: str, limit: int, retry_after: int) -> None:
+        super().__init__(
+            f"{limit} upload sessions are already open for this client; finish or cancel one "
+            f"(DELETE …/blobs/uploads/<id>) or retry later",
+            {"limit": limit},
+        )
+        self.limit = limit
+        self.retry_after = max(1, int(retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}

@@ -111,6 +111,8 @@ class Upload(Base):
     driver_state: Mapped[str | None] = mapped_column(Text)  # JSON, opaque (ContentDriver.append)
     lease_token: Mapped[str | None] = mapped_column(String(32))  # the request writing to it, if any
     lease_expires_at: Mapped[float | None] = mapped_column()
+    # who opened the session (issue 7: concurrent sessions per principal, registry.limits)
+    principal: Mapped[str | None] = mapped_column(String(160), index=True)
 
 
 # ---- principals (issue 3): tenants, people, robot accounts, audit ---------------------
@@ -123,6 +125,9 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(Name(64), unique=True, nullable=False)
     public: Mapped[bool] = mapped_column(default=False)  # anonymous pull allowed
     created_at: Mapped[float] = mapped_column(default=now)
+    # storage quota (issue 7): bytes of distinct blobs and manifests its repositories may hold;
+    # NULL = unlimited (storage.catalog enforces it when a blob or manifest is linked)
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class User(Base):

@@ -59,6 +59,7 @@ class TenantRecord:
     public: bool
     created_at: float
     id: int = 0
+    quota_bytes: int | None = None  # storage quota; None = unlimited
 
     @property
     def generation(self) -> str:
@@ -126,15 +127,15 @@ class Principals:
         return await self.db.read(_in_session, fn)
 
     # ---- tenants ---------------------------------------------------------------
-    async def create_tenant(self, name: str, public: bool = False) -> TenantRecord:
+    async def create_tenant(self, name: str, public: bool = False, quota_bytes: int | None = None) -> TenantRecord:
         if not TENANT_RE.match(name) or len(name) > 64:
             raise Invalid(f"invalid tenant name {name!r}: lower-case letters, digits and . _ - inside")
 
         def run(s: Session) -> TenantRecord:
-            t = Tenant(name=name, public=bool(public))
+            t = Tenant(name=name, public=bool(public), quota_bytes=quota_bytes)
             s.add(t)
             s.flush()
-            return TenantRecord(t.name, t.public, t.created_at, t.id)
+            return TenantRecord(t.name, t.public, t.created_at, t.id, t.quota_bytes)
 
         try:
             return await self._write(run)
@@ -144,20 +145,35 @@ class Principals:
     async def get_tenant(self, name: str) -> TenantRecord | None:
         def run(s: Session) -> TenantRecord | None:
             t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
-            return TenantRecord(t.name, t.public, t.created_at, t.id) if t else None
+            return TenantRecord(t.name, t.public, t.created_at, t.id, t.quota_bytes) if t else None
 
         return await self._read(run)
 
     async def list_tenants(self) -> list[TenantRecord]:
         def run(s: Session) -> list[TenantRecord]:
             rows = s.execute(select(Tenant).order_by(Tenant.name)).scalars().all()
-            return [TenantRecord(t.name, t.public, t.created_at, t.id) for t in rows]
+            return [TenantRecord(t.name, t.public, t.created_at, t.id, t.quota_bytes) for t in rows]
 
         return await self._read(run)
 
     async def set_tenant_public(self, name: str, public: bool) -> None:
         def run(s: Session) -> None:
             res = s.execute(update(Tenant).where(Tenant.name == name).values(public=bool(public)))
+            if res.rowcount == 0:
+                raise NotFound(f"tenant {name!r} not found")
+
+        await self._write(run)
+
+    async def update_tenant(self, name: str, **values) -> None:
+        """Change ``public`` and/or ``quota_bytes`` (None = unlimited) in one statement. Lowering
+        the quota below the usage deletes nothing: pushes of content new to the tenant are
+        refused until its usage drops."""
+        unknown = set(values) - {"public", "quota_bytes"}
+        if unknown or not values:
+            raise ValueError(f"cannot update {sorted(unknown) or 'nothing'}")
+
+        def run(s: Session) -> None:
+            res = s.execute(update(Tenant).where(Tenant.name == name).values(**values))
             if res.rowcount == 0:
                 raise NotFound(f"tenant {name!r} not found")
 
@@ -176,7 +192,8 @@ class Principals:
         """
 
         def run(s: Session) -> list[int]:
-            t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
+            # locked first, like a push's quota check (storage.catalog): one lock order on PostgreSQL
+            t = s.execute(select(Tenant).where(Tenant.name == name).with_for_update()).scalar()
             if t is None:
                 raise NotFound(f"tenant {name!r} not found")
             if purge_repositories:

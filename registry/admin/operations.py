@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.catalog import Catalog
 from storage.principals import ROBOT_ACTIONS, Principals, RobotRecord, TenantRecord
 from storage.principals import ROLES as ROLE_ACTIONS
 
@@ -141,7 +142,20 @@ def want_str_list(value: Any, what: str, *, optional: bool = False) -> list[str]
 
 
 def tenant_json(t: TenantRecord) -> dict:
-    return {"name": t.name, "public": t.public, "created_at": rfc3339(t.created_at)}
+    return {"name": t.name, "public": t.public, "created_at": rfc3339(t.created_at), "quota_bytes": t.quota_bytes}
+
+
+MAX_QUOTA = 2**63 - 1  # a BIGINT
+
+
+def want_quota(value: Any) -> int | None:
+    """A storage quota in bytes: a whole number from 0 (nothing may be pushed) or null (unlimited)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_QUOTA:
+        raise invalid(f"quota_bytes must be null (unlimited) or a whole number of bytes from 0 to {MAX_QUOTA}",
+                      {"quota_bytes": str(value)[:40]})
+    return value
 
 
 def robot_json(r: RobotRecord) -> dict:
@@ -239,12 +253,14 @@ class AdminOps:
         return t
 
     # ---- tenants -----------------------------------------------------------------------------
-    async def create_tenant(self, actor: Actor, name: Any, public: Any = False) -> dict:
+    async def create_tenant(self, actor: Actor, name: Any, public: Any = False, quota_bytes: Any = None) -> dict:
         self._admin_only(actor, "create tenants")
         name = want_str(name, "name")
         public = want_bool(public, "public")
-        t = await self.principals.create_tenant(name, public)
-        await self._audit(actor, "tenant.create", tenant=t.name, target=t.name, detail={"public": t.public})
+        quota_bytes = want_quota(quota_bytes)
+        t = await self.principals.create_tenant(name, public, quota_bytes)
+        await self._audit(actor, "tenant.create", tenant=t.name, target=t.name,
+                          detail={"public": t.public, "quota_bytes": t.quota_bytes})
         return tenant_json(t)
 
     async def list_tenants(self, actor: Actor) -> list[dict]:
@@ -254,16 +270,29 @@ class AdminOps:
     async def get_tenant(self, actor: Actor, name: str) -> dict:
         t = await self._tenant(actor, name)
         out = tenant_json(t)
+        out["usage_bytes"] = await Catalog(self.principals.db).tenant_usage(t.name)
         out["repositories"] = await self.principals.tenant_repository_count(t.name)
         out["members"] = await self.principals.members(t.name)
         out["robots"] = len(await self.principals.list_robots(t.name))
         return out
 
     async def set_tenant_public(self, actor: Actor, name: str, public: Any) -> dict:
+        return await self.update_tenant(actor, name, {"public": public})
+
+    async def update_tenant(self, actor: Actor, name: str, changes: dict) -> dict:
+        """Change ``public`` (admins, owners) and/or ``quota_bytes`` (admins only: an owner
+        cannot raise their own quota), all or nothing."""
         t = await self._tenant(actor, name)
-        public = want_bool(public, "public")
-        await self.principals.set_tenant_public(t.name, public)
-        await self._audit(actor, "tenant.update", tenant=t.name, target=t.name, detail={"public": public})
+        values = {}
+        if "public" in changes:
+            values["public"] = want_bool(changes["public"], "public")
+        if "quota_bytes" in changes:
+            self._admin_only(actor, "change a tenant's quota")
+            values["quota_bytes"] = want_quota(changes["quota_bytes"])
+        if not values:
+            raise invalid('nothing to change: send {"public": true|false} and/or {"quota_bytes": N|null}')
+        await self.principals.update_tenant(t.name, **values)
+        await self._audit(actor, "tenant.update", tenant=t.name, target=t.name, detail=values)
         # anonymous pulls depend on the flag: make the auth service re-read the tenants at once
         self._forget(t.name)
         return tenant_json(await self.principals.get_tenant(t.name))

@@ -1,16 +1,16 @@
-"""/admin/tenants: create (admins), list (owners see theirs), show, change the public flag, delete."""
+"""/admin/tenants: create (admins), list (owners see theirs), show (with usage_bytes), change the public
+flag (owners too) or the quota (admins), delete."""
 from __future__ import annotations
 
 from aiohttp import web
 
 from .auth import body, context, query_bool, reply
-from .operations import invalid
 
 
 async def create_tenant(request: web.Request) -> web.Response:
     ops, actor = await context(request)
-    data = await body(request, "name", "public")
-    return reply(await ops.create_tenant(actor, data.get("name"), data.get("public", False)), 201)
+    data = await body(request, "name", "public", "quota_bytes")
+    return reply(await ops.create_tenant(actor, data.get("name"), data.get("public", False), data.get("quota_bytes")), 201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -25,10 +25,8 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 async def update_tenant(request: web.Request) -> web.Response:
     ops, actor = await context(request)
-    data = await body(request, "public")
-    if "public" not in data:
-        raise invalid("nothing to change: send {\"public\": true|false}")
-    return reply(await ops.set_tenant_public(actor, request.match_info["tenant"], data["public"]))
+    data = await body(request, "public", "quota_bytes")
+    return reply(await ops.update_tenant(actor, request.match_info["tenant"], data))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from storage.errors import UploadOutOfOrder
 from .. import names
 from ..auth.guard import ACCESS_KEY
 from ..errors import APIError
+from ..limits import principal_of
 from ..service.uploads import BUFFER
 from .common import repository, services
 
@@ -98,7 +99,7 @@ async def start_upload(request: web.Request) -> web.Response:
         _, length = _chunk_bounds(request)
         await uploads.put(name, digest, request.content.iter_chunked(BUFFER), length)
         return _blob_created(name, digest)
-    status = await uploads.start(name)
+    status = await uploads.start(name, principal_of(request))
     return web.Response(status=202, headers=_upload_headers(name, status.upload_id, status.offset))
 
 

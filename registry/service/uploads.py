@@ -39,7 +39,7 @@ from storage import digest as digests
 from storage.catalog import Catalog
 from storage.content import ContentDriver
 from storage.content.hashing import ResumableSHA256, resumable_sha256
-from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, SizeInvalid, UploadBusy
+from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, QuotaExceeded, SizeInvalid, UploadBusy
 
 from .blobs import Blobs
 
@@ -50,6 +50,20 @@ LEASE = 30.0  # seconds a claimed session stays leased without renewal
 RENEW = 10.0  # seconds between renewals while a body streams
 MARGIN = 5.0  # stop writing this long before the lease would lapse unrenewed
 INLINE_HASH = 64 * 1024  # smaller buffers are hashed on the event loop (~0.1 ms), larger in a thread
+
+
+@dataclass(frozen=True)
+class Room:
+    """What a tenant with a quota may still add, read when a push starts (advisory: the check
+    that counts runs in the transaction that links the blob, storage.catalog._check_quota)."""
+    tenant: str
+    quota: int
+    usage: int
+
+    def check(self, size: int) -> None:
+        """Refuse before storing: ``size`` bytes new to the tenant would pass its quota."""
+        if self.usage + size > self.quota:
+            raise QuotaExceeded(self.tenant, self.quota, self.usage, size)
 
 
 @dataclass(frozen=True)
@@ -149,19 +163,26 @@ class _Lease:
 
 
 class Uploads:
-    def __init__(self, catalog: Catalog, driver: ContentDriver, blobs: Blobs, max_blob_size: int | None) -> None:
+    def __init__(self, catalog: Catalog, driver: ContentDriver, blobs: Blobs, max_blob_size: int | None,
+                 *, max_sessions: int | None = None, session_expiry: float = 24 * 3600) -> None:
         self.catalog = catalog
         self.driver = driver
         self.blobs = blobs
         self.max_blob_size = max_blob_size
+        self.max_sessions = max_sessions or None  # open sessions per principal (0/None: no limit)
+        self.session_expiry = session_expiry
 
     # ---- starting ----------------------------------------------------------------------
-    async def start(self, name: str) -> UploadStatus:
+    async def start(self, name: str, principal: str | None = None) -> UploadStatus:
+        """A new session; TooManyUploads when ``principal`` already has ``max_sessions`` open."""
         upload_id = uuid.uuid4().hex
         state = await self.driver.start_upload(upload_id)
         hasher = resumable_sha256()
         try:
-            await self.catalog.create_upload(upload_id, name, hasher.state() if hasher else None, state)
+            await self.catalog.create_upload(
+                upload_id, name, hasher.state() if hasher else None, state,
+                principal=principal, max_open=self.max_sessions, expiry=self.session_expiry,
+            )
         except BaseException:
             await asyncio.shield(self.driver.abort(upload_id, state))
             raise
@@ -179,13 +200,16 @@ class Uploads:
         """Monolithic upload (POST ?digest=): stream, verify, place, link. No session row."""
         algorithm, _ = digests.parse(digest)
         self._check_length(0, length)
+        room = await self._room(name, digest)
+        if room is not None and length is not None:
+            room.check(length)  # announced: refused before a byte is stored
         upload_id = uuid.uuid4().hex
         state = await self.driver.start_upload(upload_id)
         placed = False
         try:
             hasher = digests.new_hasher(algorithm)
             written, state = await self.driver.append(
-                upload_id, state, 0, self._metered(chunks, hasher, 0, length, None)
+                upload_id, state, 0, self._metered(chunks, hasher, 0, length, None, room)
             )
             _verify(digest, f"{algorithm}:{hasher.hexdigest()}")
             await self.blobs.place(name, digest, written, upload_id, state, session=False)
@@ -204,9 +228,15 @@ class Uploads:
     ) -> UploadStatus:
         """PATCH: one chunk at the committed offset."""
         self._check_length(start or 0, length)
+        room = await self._room(name)
         lease, record = await self._claim(name, upload_id, start)
         try:
-            offset, _hasher, _state = await self._write(lease, record, chunks, length, save=True)
+            if room is not None and length is not None:
+                room.check(record.offset + length)
+            offset, _hasher, _state = await self._write(lease, record, chunks, length, save=True, room=room)
+        except QuotaExceeded:
+            await self._discard(upload_id, record.driver_state)  # nothing of the push stays behind
+            raise
         except BaseException:
             await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
             raise
@@ -227,15 +257,23 @@ class Uploads:
         algorithm, _ = digests.parse(digest)
         if chunks is not None:
             self._check_length(start or 0, length)
+        room = await self._room(name, digest)
         lease, record = await self._claim(name, upload_id, start if chunks is not None else None)
         lease.start()  # held through the last chunk, the re-hash (if any) and the commit
         done = False
         try:
             offset, hasher, state = record.offset, _resume(record), record.driver_state
-            if chunks is not None:
-                # not recorded: the commit below follows at once; should it fail, the session
-                # stays at its recorded offset and these bytes are overwritten by the next append
-                offset, hasher, state = await self._write(lease, record, chunks, length, save=False)
+            try:
+                if room is not None:
+                    room.check(record.offset + (length or 0))
+                if chunks is not None:
+                    # not recorded: the commit below follows at once; should it fail, the session
+                    # stays at its recorded offset and these bytes are overwritten by the next append
+                    offset, hasher, state = await self._write(lease, record, chunks, length, save=False, room=room)
+            except QuotaExceeded:
+                await self._discard(upload_id, state)  # nothing of the push stays behind
+                done = True
+                raise
             try:
                 if algorithm == "sha256" and hasher is not None:
                     actual = f"sha256:{hasher.hexdigest()}"
@@ -244,8 +282,10 @@ class Uploads:
                 _verify(digest, actual)
                 lease.check()
                 await self.blobs.place(name, digest, offset, upload_id, state, session=True)
-            except (DigestInvalid, SizeInvalid, BlobDeleting):
-                await self._discard(upload_id, state)  # nothing is kept
+            except (DigestInvalid, SizeInvalid, BlobDeleting, QuotaExceeded):
+                # nothing is kept (refused by the quota at the link: the placed content is
+                # linked nowhere, and garbage collection removes it after its grace period)
+                await self._discard(upload_id, state)
                 done = True
                 raise
             done = True
@@ -264,6 +304,10 @@ class Uploads:
         if self.max_blob_size is not None and length is not None and start + length > self.max_blob_size:
             raise BlobTooLarge(self.max_blob_size)
 
+    async def _room(self, name: str, digest: str | None = None) -> Room | None:
+        r = await self.catalog.quota_room(name, digest)
+        return Room(*r) if r is not None else None
+
     async def _claim(self, name: str, upload_id: str, start: int | None) -> tuple[_Lease, object]:
         token = new_token()
         claimed_at = time.monotonic()
@@ -280,7 +324,7 @@ class Uploads:
             )
         return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
 
-    async def _write(self, lease: _Lease, record, chunks, length, *, save: bool):
+    async def _write(self, lease: _Lease, record, chunks, length, *, save: bool, room: Room | None = None):
         """Append under the lease; when ``save``, record the result and release the lease.
         (offset, hasher, driver state)."""
         hasher = _resume(record)
@@ -291,7 +335,7 @@ class Uploads:
         try:
             written, state = await self.driver.append(
                 record.id, record.driver_state, record.offset,
-                self._metered(chunks, hasher, record.offset, length, lease),
+                self._metered(chunks, hasher, record.offset, length, lease, room),
             )
         finally:
             if not renewing:  # the caller's, when it started it
@@ -305,10 +349,12 @@ class Uploads:
         return offset, hasher, state
 
     async def _metered(
-        self, chunks: AsyncIterable[bytes], hasher, offset: int, length: int | None, lease: _Lease | None
+        self, chunks: AsyncIterable[bytes], hasher, offset: int, length: int | None, lease: _Lease | None,
+        room: Room | None = None,
     ) -> AsyncIterator[bytes]:
         """The body in ~BUFFER pieces, hashed in the thread pool, checked against the announced
-        length and max_blob_size as it arrives (raising stops the driver's append)."""
+        length, max_blob_size and the tenant's quota (``room``) as it arrives (raising stops the
+        driver's append)."""
         loop = asyncio.get_running_loop()
         limit = self.max_blob_size
         total = 0
@@ -339,6 +385,8 @@ class Uploads:
                 total += len(chunk)
                 if limit is not None and offset + total > limit:
                     raise BlobTooLarge(limit)
+                if room is not None:
+                    room.check(offset + total)
                 if length is not None and total > length:
                     raise SizeInvalid(f"received more than the {length} bytes announced")
                 pending.append(chunk)
