@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storage.gc import sweep_uploads
 
-from . import bootstrap, middleware
+from . import bootstrap, logs, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -38,7 +38,7 @@ async def _sweep_uploads(svc: Services) -> None:
 def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
 
-    middlewares = [middleware.errors]
+    middlewares = [logs.request_ids, middleware.errors]
     if config.auth.enabled:
         from .auth.setup import auth_middleware  # noqa: PLC0415 - auth is optional at import time
 
@@ -48,12 +48,14 @@ def create_app(config: Config) -> web.Application:
 
     app = web.Application(middlewares=middlewares, client_max_size=config.max_manifest_size)
     app[SERVICES] = svc
+    app[logs.ACCESS_ENABLED] = config.access_log
     add_routes(app)
     if config.auth.enabled:
         from .auth.setup import add_auth_routes  # noqa: PLC0415
 
         add_auth_routes(app)
     app.on_response_prepare.append(middleware.add_api_version)
+    app.on_response_prepare.append(logs.echo_request_id)
 
     async def lifecycle(app: web.Application):
         await bootstrap.start(svc)  # schema, then driver.check()

@@ -20,7 +20,13 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if args.no_auth:
         config.auth.enabled = False
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    try:
+        logs.configure(config)
+    except ValueError as e:
+        print(f"berth: {e}", file=sys.stderr)
+        return 2
     ssl_context = None
     if config.tls_cert or config.tls_key:
         if not (config.tls_cert and config.tls_key):
@@ -33,15 +39,13 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(config)
     scheme = "https" if ssl_context else "http"
     print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})", flush=True)
-    access_log = logging.getLogger("berth.access") if config.access_log else None
     web.run_app(
         app,
         host=config.host,
         port=config.port,
         ssl_context=ssl_context,
         print=None,
-        access_log=access_log,
-        access_log_format='%a "%r" %s %b %Tfs',
+        **logs.server_kwargs(config),  # the access log and the request metrics (registry.logs)
     )
     return 0
 

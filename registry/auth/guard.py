@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..errors import APIError
+from ..logs import PRINCIPAL
 from . import FULL_ACCESS, Access
 from .scopes import challenge_scope
 
@@ -131,6 +132,7 @@ def token_guard(get_auth, auth_config):
             if rtype == "registry" and name == "catalog":
                 access = await auth.identity_access(identity)  # list what the caller may pull
         request[ACCESS_KEY] = access
+        request[PRINCIPAL] = identity.username or identity.kind  # for the access log
         return await handler(request)
 
     return guard
