@@ -106,9 +106,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         access = getattr(record, "access", None)
-        if access is not None:
+        if access is not None:  # fields the access logger chose: no credential among them, no redaction
             doc: dict[str, Any] = {"time": _iso(record.created), "level": record.levelname, "logger": record.name}
             doc.update(access)
+            return json.dumps(doc, ensure_ascii=False, default=str)
         else:
             doc = {"time": _iso(record.created), "level": record.levelname, "logger": record.name,
                    "message": record.getMessage()}
@@ -165,6 +166,14 @@ class _QueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _Listener(logging.handlers.QueueListener):
+    def handle(self, record: logging.LogRecord) -> None:
+        if isinstance(record, _Marker):
+            record.done.set()
+            return
+        super().handle(record)
+
+
 _listener: logging.handlers.QueueListener | None = None
 
 
@@ -190,9 +199,25 @@ def configure(config: Any, *, stream=None, show_pid: bool = False) -> None:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     access = logging.getLogger(ACCESS_LOGGER)
     access.setLevel(logging.INFO)  # the access log follows access_log, not log_level
-    _listener = logging.handlers.QueueListener(q, out)
+    _listener = _Listener(q, out)
     _listener.start()
     atexit.register(stop)
+
+
+def flush() -> None:
+    """Wait until every record queued so far is written (tests; a clean shutdown uses ``stop``)."""
+    if _listener is not None:
+        import threading  # noqa: PLC0415
+
+        done = threading.Event()
+        _listener.queue.put_nowait(_Marker(done))
+        done.wait(10)
+
+
+class _Marker(logging.LogRecord):
+    def __init__(self, done) -> None:
+        super().__init__("berth.flush", logging.DEBUG, __file__, 0, "", None, None)
+        self.done = done
 
 
 def stop() -> None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 try:  # the *_created series double the exposition and no dashboard here uses them
@@ -36,6 +36,8 @@ except ImportError:  # pragma: no cover - prometheus-client < 0.18
     pass
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# the classic text format every Prometheus (and every other scraper) reads; Berth's names are ASCII
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # request latencies: a manifest GET takes ~0.2 ms, a large blob minutes
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -182,7 +184,7 @@ def exposition(extra: ScrapeCollector | None = None) -> tuple[bytes, str]:
         own = CollectorRegistry()
         own.register(extra)
         body += generate_latest(own)
-    return body, CONTENT_TYPE_LATEST
+    return body, CONTENT_TYPE
 
 
 # ---- timing of database and driver calls ------------------------------------------------------------
