@@ -23,7 +23,12 @@ UPLOAD_SWEEP_INTERVAL = 600  # seconds between sweeps of expired upload sessions
 async def sweep_once(svc: Services) -> int:
     """One sweep of expired upload sessions and orphan upload bytes (every replica runs it;
     it is idempotent)."""
-    return await sweep_uploads(svc.catalog, svc.driver, expiry=svc.config.upload_expiry)
+    removed = await sweep_uploads(svc.catalog, svc.driver, expiry=svc.config.upload_expiry)
+    if removed:
+        from . import metrics  # noqa: PLC0415
+
+        metrics.GC_OBJECTS_FREED.labels("uploads").inc(removed)
+    return removed
 
 
 async def _sweep_uploads(svc: Services) -> None:
