@@ -8,8 +8,8 @@ Other modules import the metric they feed and call it; nothing else to set up::
 
 Multi-process mode (``berth serve --workers N``): prometheus-client keeps each process's
 values in files under ``PROMETHEUS_MULTIPROC_DIR``, which must be set in the environment
-*before* a worker imports prometheus_client; ``multiprocess_env()`` prepares the directory
-for a supervisor. ``/metrics`` then aggregates every worker's files, so any worker answers
+*before* a worker imports prometheus_client; ``registry.multiproc.prepare()`` prepares the
+directory for a supervisor. ``/metrics`` then aggregates every worker's files, so any worker answers
 for all of them.
 
 The request path feeds its metrics from the access logger (``registry.logs``), after the
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -35,7 +33,9 @@ try:  # the *_created series double the exposition and no dashboard here uses th
 except ImportError:  # pragma: no cover - prometheus-client < 0.18
     pass
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from . import multiproc
+
+MULTIPROC_ENV = multiproc.ENV
 # the classic text format every Prometheus (and every other scraper) reads; Berth's names are ASCII
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -102,35 +102,10 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def multiprocess_env(env: dict[str, str] | None = None) -> str:
-    """For a supervisor about to start workers: a fresh, empty directory for the workers' metric
-    files, set as ``PROMETHEUS_MULTIPROC_DIR`` in ``env`` (default ``os.environ``, which the
-    children inherit). An operator's own setting is kept, emptied of stale files. Returns it."""
-    env = os.environ if env is None else env
-    path = env.get(MULTIPROC_ENV)
-    if path:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        for name in os.listdir(path):  # values of an earlier run would be added to this one's
-            if name.endswith(".db"):
-                os.unlink(os.path.join(path, name))
-    else:
-        path = tempfile.mkdtemp(prefix="berth-metrics-")
-        env[MULTIPROC_ENV] = path
-    return path
-
-
-def remove_multiprocess_dir(path: str) -> None:
-    """The supervisor's clean-up of a directory ``multiprocess_env`` created."""
-    if os.path.basename(path).startswith("berth-metrics-"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def worker_exited(pid: int) -> None:
-    """A supervisor tells prometheus-client a worker is gone (its live gauges stop counting)."""
-    if multiprocess_dir():
-        from prometheus_client import multiprocess  # noqa: PLC0415
-
-        multiprocess.mark_process_dead(pid)
+# for a supervisor (registry.multiproc imports nothing heavy; these names are kept for callers here)
+multiprocess_env = multiproc.prepare
+remove_multiprocess_dir = multiproc.cleanup
+worker_exited = multiproc.worker_exited
 
 
 # ---- exposition ----------------------------------------------------------------------------------
