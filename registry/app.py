@@ -10,7 +10,7 @@ from aiohttp import web
 from storage import leases
 from storage.gc import sweep_uploads
 
-from . import bootstrap, limits, middleware
+from . import bootstrap, limits, logs, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -24,7 +24,12 @@ UPLOAD_SWEEP_INTERVAL = 600  # seconds between sweeps of expired upload sessions
 async def sweep_once(svc: Services) -> int:
     """One sweep of expired upload sessions and orphan upload bytes (every replica runs it;
     it is idempotent)."""
-    return await sweep_uploads(svc.catalog, svc.driver, expiry=svc.config.upload_expiry)
+    removed = await sweep_uploads(svc.catalog, svc.driver, expiry=svc.config.upload_expiry)
+    if removed:
+        from . import metrics  # noqa: PLC0415
+
+        metrics.GC_OBJECTS_FREED.labels("uploads").inc(removed)
+    return removed
 
 
 async def _sweep_uploads(svc: Services) -> None:
@@ -39,7 +44,7 @@ async def _sweep_uploads(svc: Services) -> None:
 def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
 
-    middlewares = [middleware.errors, limits.header_limit(config.limits)]
+    middlewares = [logs.request_ids, middleware.errors, limits.header_limit(config.limits)]
     if config.auth.enabled:
         from .auth.setup import auth_middleware  # noqa: PLC0415 - auth is optional at import time
 
@@ -53,12 +58,14 @@ def create_app(config: Config) -> web.Application:
                           handler_args=limits.handler_args(config.limits))
     app[SERVICES] = svc
     app[limits.LIMITERS] = limiters
+    app[logs.ACCESS_ENABLED] = config.access_log
     add_routes(app)
     if config.auth.enabled:
         from .auth.setup import add_auth_routes  # noqa: PLC0415
 
         add_auth_routes(app)
     app.on_response_prepare.append(middleware.add_api_version)
+    app.on_response_prepare.append(logs.echo_request_id)
 
     async def lifecycle(app: web.Application):
         await bootstrap.start(svc)  # schema, then driver.check()

@@ -8,6 +8,7 @@ from storage.catalog import Catalog
 from storage.content import open_driver
 from storage.paths import Layout
 
+from . import metrics
 from .config import Config
 from .service import Blobs, Manifests, Repositories, Tags, Uploads
 from .services import Services
@@ -16,8 +17,8 @@ from .services import Services
 def build(config: Config) -> Services:
     layout = Layout(config.data_dir)
     layout.create()  # the SQLite database and the signing keys live here whatever the driver
-    database = db.Database(config.database_url or db.default_url(layout))
-    driver = open_driver(config.storage, config.data_dir)
+    database = metrics.time_database(db.Database(config.database_url or db.default_url(layout)))
+    driver = metrics.timed_driver(open_driver(config.storage, config.data_dir))
     catalog = Catalog(database)
     blobs = Blobs(catalog, driver)
     return Services(

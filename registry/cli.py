@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import sys
 
@@ -63,9 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
     if workers < 1:
         print("berth: --workers must be at least 1", file=sys.stderr)
         return 2
-    fmt = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s" if args.worker or workers > 1 else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=config.log_level, format=fmt)
+    if (config.log_format or "").lower() not in ("json", "text"):
+        print(f"berth: log_format must be json or text, not {config.log_format!r}", file=sys.stderr)
+        return 2
     ssl_context = None
     if config.tls_cert or config.tls_key:
         if not (config.tls_cert and config.tls_key):
@@ -81,8 +80,10 @@ def _serve(args: argparse.Namespace) -> int:
         return _supervise(args, config, workers, f"{scheme}://{config.host}:{config.port}")
     from aiohttp import web
 
+    from . import logs
     from .app import create_app
 
+    logs.configure(config, show_pid=bool(args.worker or workers > 1))
     if args.prepare:  # the once-only start-up of --workers N: schema, signing key, bootstrap admin
         async def prepare() -> None:
             runner = web.AppRunner(create_app(config))
@@ -97,16 +98,14 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.worker:
         print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})",
               flush=True)
-    access_log = logging.getLogger("berth.access") if config.access_log else None
     web.run_app(
         app,
         host=config.host,
         port=config.port,
         ssl_context=ssl_context,
         print=None,
-        access_log=access_log,
-        access_log_format='%a "%r" %s %b %Tfs',
         reuse_port=True if args.worker else None,  # workers share the port (SO_REUSEPORT)
+        **logs.server_kwargs(config),  # the access log and the request metrics (registry.logs)
     )
     return 0
 
@@ -119,9 +118,21 @@ def _supervise(args: argparse.Namespace, config: Config, workers: int, url: str)
     each listening on the same host:port with SO_REUSEPORT (the kernel spreads connections).
     SIGTERM/SIGINT are forwarded; when one worker exits on its own the others are stopped too
     (a supervisor such as systemd or Kubernetes restarts the whole)."""
+    from . import multiproc
+
+    metrics_dir = multiproc.prepare()  # PROMETHEUS_MULTIPROC_DIR, inherited by the workers
+    try:
+        return _run_workers(args, config, workers, url)
+    finally:
+        multiproc.cleanup(metrics_dir)
+
+
+def _run_workers(args: argparse.Namespace, config: Config, workers: int, url: str) -> int:
     import os
     import signal
     import subprocess
+
+    from . import multiproc
 
     # schema, signing keys, bootstrap admin: once, in a process of its own, before any worker
     prepared = subprocess.run([sys.executable, "-m", "registry.cli", *args.argv, "--prepare"])
@@ -157,6 +168,7 @@ def _supervise(args: argparse.Namespace, config: Config, workers: int, url: str)
         if p is None:
             continue
         p.returncode = os.waitstatus_to_exitcode(status)
+        multiproc.worker_exited(pid)
         if not stopping:
             print(f"berth: worker {pid} exited with {p.returncode}; stopping the others", file=sys.stderr, flush=True)
             code = p.returncode or 1

@@ -120,13 +120,15 @@ class Config:
     max_blob_size: int = 10 * 1024**3  # bytes per blob; larger uploads are refused with 413 SIZE_INVALID
     upload_expiry: int = 24 * 3600  # seconds an idle upload session is kept
     log_level: str = "INFO"
-    access_log: bool = False  # one line per request on the "berth.access" logger
+    access_log: bool = True  # one line per request on the "berth.access" logger
     tls_cert: str | None = None  # PEM certificate chain: serve HTTPS (with tls_key)
     tls_key: str | None = None  # PEM private key of tls_cert
     workers: int = 1  # processes serving the port (berth serve --workers)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    log_format: str = "json"  # json (one object per line) | text (for a terminal)
+    metrics_enabled: bool = True  # GET /metrics (no authentication: restrict it at the ingress)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None, **overrides: Any) -> "Config":
@@ -174,6 +176,8 @@ _ENV = {
     "BERTH_TLS_CERT": ("tls_cert", str),
     "BERTH_TLS_KEY": ("tls_key", str),
     "BERTH_WORKERS": ("workers", int),
+    "BERTH_LOG_FORMAT": ("log_format", str),
+    "BERTH_METRICS_ENABLED": ("metrics_enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
 }
 _BOOL = lambda v: v.lower() in ("1", "true", "yes", "on")  # noqa: E731
 

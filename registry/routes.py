@@ -71,14 +71,12 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get("/admin/audit", audit.list_events)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
-
-
 def add_routes(app: web.Application) -> None:
     from .services import SERVICES  # noqa: PLC0415
 
+    from . import health  # noqa: PLC0415
+
     add_distribution_routes(app)
-    app.router.add_get("/healthz", healthz)
+    health.add_routes(app)  # /healthz, /readyz, /metrics: no authentication (docs/operations.md)
     if app[SERVICES].config.auth.enabled:  # the admin API needs authentication (registry.app sets it up)
         add_admin_routes(app)

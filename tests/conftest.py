@@ -141,7 +141,7 @@ async def push_image(client, name: str, tag: str | None = "latest", layers: int 
 
 
 # headers that belong to one response, not to the representation
-_PER_RESPONSE = frozenset({"date", "server", "connection", "keep-alive", "transfer-encoding"})
+_PER_RESPONSE = frozenset({"date", "server", "connection", "keep-alive", "transfer-encoding", "x-request-id"})
 
 
 def representation_headers(r) -> dict[str, str]:

@@ -22,6 +22,7 @@ from aiohttp import web
 from storage import jsonlimits
 
 from ..errors import APIError
+from ..logs import PRINCIPAL
 from ..services import SERVICES
 from .operations import Actor, AdminOps, invalid
 
@@ -141,6 +142,7 @@ async def authenticate(request: web.Request) -> Actor:
     else:
         raise unauthorized()
     request[ACTOR_KEY] = actor
+    request[PRINCIPAL] = actor.name  # for the access log
     return actor
 
 

@@ -5,6 +5,7 @@ from aiohttp import web
 
 from ..errors import APIError
 from ..limits import IDENTITY_KEY
+from ..logs import PRINCIPAL
 from . import FULL_ACCESS, Access
 from .scopes import challenge_scope
 
@@ -133,6 +134,7 @@ def token_guard(get_auth, auth_config):
                 access = await auth.identity_access(identity)  # list what the caller may pull
         request[ACCESS_KEY] = access
         request[IDENTITY_KEY] = identity  # whom registry.limits counts the request against
+        request[PRINCIPAL] = identity.username or identity.kind  # for the access log
         return await handler(request)
 
     return guard

@@ -48,6 +48,14 @@ KNOWN_PAIR_TTL = 24 * 3600  # a (username, address) that logged in this recently
 CREDENTIAL_CACHE_MAX_AGE = 10  # × credential_cache_ttl: a cache hit extends an entry up to this age
 
 
+def _refused(reason: str, limit: str | None = None) -> None:
+    from .. import metrics  # noqa: PLC0415
+
+    metrics.LOGINS_REFUSED.labels(reason).inc()
+    if limit:
+        metrics.RATE_LIMITED.labels(limit).inc()
+
+
 class InvalidToken(Exception):
     """The token is malformed, badly signed, expired, or its principal changed."""
 
@@ -309,6 +317,7 @@ class AuthService:
             if (self._in_flight_user.get(username, 0) >= self.config.max_logins_in_flight_per_username
                     or self._in_flight_addr.get(remote, 0) >= self.config.max_logins_in_flight_per_address):
                 log.info("login for %r from %s refused: too many logins in flight", username, remote)
+                _refused("rate_limited", "logins_in_flight")
                 raise TooManyAttempts(1)
             self._in_flight_user[username] = self._in_flight_user.get(username, 0) + 1
             self._in_flight_addr[remote] = self._in_flight_addr.get(remote, 0) + 1
@@ -337,6 +346,7 @@ class AuthService:
                 (pair, cfg.max_failed_logins), caps, known, cfg.failed_login_window, KNOWN_PAIR_TTL)
             if retry_after is not None:
                 log.info("login for %r from %s refused: too many failed logins", username, remote)
+                _refused("rate_limited", "failed_logins")
                 raise TooManyAttempts(retry_after)
             if not username or not password:
                 rec = None
@@ -346,6 +356,7 @@ class AuthService:
                 rec = await self.principals.verify_user(username, password)
             if rec is None:
                 log.info("failed login for %r from %s", username, remote)
+                _refused("invalid_credentials")
                 return None  # the reserved failure stays counted
             await self.principals.login_succeeded(counted, pair, known, cfg.failed_login_window, KNOWN_PAIR_TTL)
         finally:

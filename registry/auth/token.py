@@ -12,7 +12,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .. import metrics
 from ..errors import APIError
+from ..logs import PRINCIPAL
 from ..services import SERVICES
 from .credentials import basic_credentials, password_login
 from .service import ANONYMOUS, AuthService, Identity, InvalidToken
@@ -36,10 +38,33 @@ async def _login(auth: AuthService, request: web.Request, username: str, passwor
     return identity
 
 
+_REFRESH_ISSUED: web.RequestKey[bool] = web.RequestKey("refresh_issued", bool)
+_REFUSAL = {"UNAUTHORIZED": "unauthorized", "TOOMANYREQUESTS": "rate_limited"}
+
+
+def _counted(handler):
+    """berth_tokens_issued_total{kind} / berth_tokens_refused_total{reason} around a realm handler."""
+    async def counted(request: web.Request) -> web.Response:
+        try:
+            resp = await handler(request)
+        except APIError as e:
+            metrics.TOKENS_REFUSED.labels(_REFUSAL.get(e.code, "invalid_request")).inc()
+            raise
+        metrics.TOKENS_ISSUED.labels("access").inc()
+        if request.get(_REFRESH_ISSUED):
+            metrics.TOKENS_ISSUED.labels("refresh").inc()
+        return resp
+
+    counted.__name__ = counted.__qualname__ = handler.__name__
+    counted.__doc__ = handler.__doc__
+    return counted
+
+
 def _scope_text(access: list[dict]) -> str:
     return " ".join(f"{e['type']}:{e['name']}:{','.join(e['actions'])}" for e in access)
 
 
+@_counted
 async def get_token(request: web.Request) -> web.Response:
     auth = _auth(request)
     q = request.query
@@ -50,10 +75,12 @@ async def get_token(request: web.Request) -> web.Response:
     identity = ANONYMOUS
     if creds is not None and (creds[0] or creds[1]):
         identity = await _login(auth, request, *creds)
+    request[PRINCIPAL] = identity.username or identity.kind
     access = await auth.grant(identity, q.getall("scope", []))
     body = auth.issue_token(identity, access)
     if q.get("offline_token", "").lower() == "true" and identity.authenticated:
         body["refresh_token"] = auth.issue_refresh_token(identity)
+        request[_REFRESH_ISSUED] = True
     return web.json_response(body)
 
 
@@ -76,6 +103,7 @@ async def _form(request: web.Request) -> dict[str, list[str]]:
     return params
 
 
+@_counted
 async def post_token(request: web.Request) -> web.Response:
     auth = _auth(request)
     p = await _form(request)
@@ -105,11 +133,13 @@ async def post_token(request: web.Request) -> web.Response:
             raise APIError("UNAUTHORIZED", f"invalid refresh token: {e}") from None
     else:
         raise APIError("INVALID_REQUEST", f"unsupported grant_type {grant_type!r}")
+    request[PRINCIPAL] = identity.username or identity.kind
     access = await auth.grant(identity, p.get("scope", []))
     body = auth.issue_token(identity, access)
     body["scope"] = _scope_text(access)
     if offline:
         body["refresh_token"] = auth.issue_refresh_token(identity)
+        request[_REFRESH_ISSUED] = True
     return web.json_response(body)
 
 
