@@ -110,6 +110,8 @@ class JsonFormatter(logging.Formatter):
         if access is not None:  # fields the access logger chose: no credential among them, no redaction
             doc: dict[str, Any] = {"time": _iso(record.created), "level": record.levelname, "logger": record.name}
             doc.update(access)
+            if record.process and _SHOW_PID:
+                doc["pid"] = record.process
             return json.dumps(doc, ensure_ascii=False, default=str)
         else:
             doc = {"time": _iso(record.created), "level": record.levelname, "logger": record.name,

@@ -12,7 +12,8 @@ from tests.e2e.conftest import BerthServer, lower_tempdir
 
 pytestmark = pytest.mark.e2e
 
-ACCESS = re.compile(r"berth\.access\[(\d+)\]: .*\"GET /v2/ ")
+# a JSON access line of GET /v2/ (log_format json, the default) carries the worker's pid
+ACCESS = re.compile(r'"logger": "berth\.access".*"method": "GET", "route": "/v2/".*"pid": (\d+)')
 
 
 def _alive(pid: int) -> bool:
