@@ -28,7 +28,7 @@ from .errors import (
     UploadUnknown,
 )
 from .manifests import ParsedManifest
-from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Upload
+from .models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag, Tenant, Upload
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,37 @@ def _repo_id(conn: Connection, name: str) -> int | None:
     return conn.execute(_REPO_ID, {"name": name}).scalar()
 
 
-def _ensure_repo(conn: Connection, name: str) -> int:
+def write_lock(conn: Connection) -> None:
+    """Hold the database's write lock from here to the end of this write transaction.
+
+    SQLite (pysqlite) opens a transaction only at the first INSERT/UPDATE/DELETE: the reads
+    before it see whatever another process (a second ``berth serve``, ``berth gc``, the admin
+    CLI) commits meanwhile, and a check made by them no longer holds when the write comes.
+    ``BEGIN IMMEDIATE`` takes the lock first, so every read after it is part of the
+    transaction. (In one process writes are serialised anyway.) PostgreSQL locks rows
+    instead (``FOR KEY SHARE`` / ``FOR UPDATE`` where a check must hold)."""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _check_tenant(conn: Connection, name: str) -> None:
+    """The repository's tenant exists, and stays until this transaction ends: its row is
+    locked ``FOR KEY SHARE`` (PostgreSQL), so a tenant deletion (which locks it ``FOR UPDATE``
+    first, storage.principals) either committed before — NameUnknown here — or waits for this
+    push and then deletes what it added. Closes the race of a push into a tenant being
+    force-deleted (issue 7): never a repository, link or manifest of a tenant that is gone."""
+    tenant = name.split("/", 1)[0]
+    row = conn.execute(
+        select(Tenant.id).where(Tenant.name == tenant).with_for_update(read=True, key_share=True)
+    ).first()
+    if row is None:
+        raise NameUnknown(f"repository {name!r} belongs to no tenant (deleted?)", {"name": name})
+
+
+def _ensure_repo(conn: Connection, name: str, tenants: bool = False) -> int:
+    write_lock(conn)
+    if tenants:
+        _check_tenant(conn, name)
     rid = _repo_id(conn, name)
     if rid is None:
         _insert_ignore(conn, Repository, name=name, created_at=time.time())
@@ -195,8 +225,8 @@ def _touch(conn: Connection, digest: str) -> bool:
     return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
-def _link(conn: Connection, name: str, digest: str) -> None:
-    rid = _ensure_repo(conn, name)
+def _link(conn: Connection, name: str, digest: str, tenants: bool = False) -> None:
+    rid = _ensure_repo(conn, name, tenants)
     # only a live row is linked: one garbage collection has marked (or already deleted, its
     # content with it) never is. The push pinned the row before it placed the content.
     if not _touch(conn, digest):
@@ -236,8 +266,11 @@ def _set_tag(conn: Connection, rid: int, tag: str, manifest_id: int) -> None:
 
 
 class Catalog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, tenants: bool = False) -> None:
+        """``tenants``: every repository belongs to an existing tenant (its first name
+        component); writes that add to a repository check it in their transaction (auth on)."""
         self.db = db
+        self.tenants = tenants
 
     # ---- repositories --------------------------------------------------------
     async def repositories(
@@ -282,7 +315,7 @@ class Catalog:
         transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest)
+            _link(conn, name, digest, self.tenants)
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
@@ -296,7 +329,7 @@ class Catalog:
             size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
             if size is None:
                 return None
-            rid = _ensure_repo(conn, name)
+            rid = _ensure_repo(conn, name, self.tenants)
             if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
             _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
@@ -412,7 +445,7 @@ class Catalog:
         """
 
         def run(conn: Connection) -> None:
-            rid = _ensure_repo(conn, name)
+            rid = _ensure_repo(conn, name, self.tenants)
             missing: list[str] = []
             if parsed.blobs:
                 # an UPDATE, not a SELECT: it locks the links until this transaction ends and makes
@@ -433,7 +466,17 @@ class Catalog:
                     )
                 missing += [d for d in parsed.blobs if d not in have]
             if parsed.manifests:
-                have = _present(conn, Manifest.digest, Manifest.repository_id == rid, parsed.manifests)
+                # lock the children (FOR KEY SHARE; SQLite: the write lock taken above): a
+                # concurrent delete of one of them locks it FOR UPDATE before it looks for
+                # parents, so it either went first (missing here) or waits for this index and
+                # then finds it and refuses (issue 7: never an index whose child is gone)
+                have = set()
+                for batch in _batches(parsed.manifests):
+                    have.update(conn.execute(
+                        select(Manifest.digest)
+                        .where(Manifest.repository_id == rid, Manifest.digest.in_(batch))
+                        .with_for_update(read=True, key_share=True)
+                    ).scalars())
                 missing += [d for d in parsed.manifests if d not in have]
             if missing:
                 # raising rolls the transaction back: not even the repository row stays
@@ -488,9 +531,12 @@ class Catalog:
         """
 
         def run(conn: Connection) -> None:
+            write_lock(conn)  # the parent check below must still hold when the row goes
             rid = _existing_repo(conn, name)
+            # lock the row first, then look for parents: an index PUT listing it holds it FOR KEY
+            # SHARE until it commits, so the look below (a fresh snapshot) sees that index
             mid = conn.execute(
-                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest)
+                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest).with_for_update()
             ).scalar()
             if mid is None:
                 raise ManifestUnknown(detail={"name": name, "digest": digest})
@@ -560,7 +606,14 @@ class Catalog:
     async def create_upload(self, upload_id: str, name: str, hash_state: bytes | None, driver_state: dict) -> None:
         params = {"p_id": upload_id, "p_name": name, "p_now": time.time(), "p_hash_state": hash_state,
                   "p_driver_state": json.dumps(driver_state)}
-        await self.db.write(lambda c: c.execute(_CREATE_UPLOAD, params))
+
+        def run(conn: Connection) -> None:
+            if self.tenants:  # no session for a tenant being deleted (its sessions go with it)
+                write_lock(conn)
+                _check_tenant(conn, name)
+            conn.execute(_CREATE_UPLOAD, params)
+
+        await self.db.write(run)
 
     async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
         """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""
