@@ -122,6 +122,13 @@ _CREATE_UPLOAD = Upload.__table__.insert().values(
 _DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
 
 
+_MANIFEST_ID_LOCKED = (
+    select(Manifest.id)
+    .where(Manifest.repository_id == bindparam("rid"), Manifest.digest == bindparam("digest"))
+    .with_for_update(read=True, key_share=True)
+)
+
+
 def _repo_id(conn: Connection, name: str) -> int | None:
     return conn.execute(_REPO_ID, {"name": name}).scalar()
 
@@ -497,9 +504,18 @@ class Catalog:
                 subject=parsed.subject.digest if parsed.subject else None,
                 created_at=time.time(),
             )
-            mid = conn.execute(
-                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest)
-            ).scalar()
+            # locked FOR KEY SHARE: garbage collection deletes an untagged manifest only after
+            # locking it FOR UPDATE and re-checking its tags, so it never drops the row this
+            # PUT is tagging (or listing); if it went just before, insert it again
+            mid = conn.execute(_MANIFEST_ID_LOCKED, {"rid": rid, "digest": digest}).scalar()
+            if mid is None:
+                created = _insert_ignore(
+                    conn, Manifest, repository_id=rid, digest=digest, media_type=parsed.media_type,
+                    size=len(content), content=content, artifact_type=parsed.artifact_type,
+                    annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+                    subject=parsed.subject.digest if parsed.subject else None, created_at=time.time(),
+                )
+                mid = conn.execute(_MANIFEST_ID_LOCKED, {"rid": rid, "digest": digest}).scalar()
             if created:
                 refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in parsed.blobs]
                 refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"} for d in parsed.manifests]
@@ -560,6 +576,43 @@ class Catalog:
             conn.execute(delete(Manifest).where(Manifest.id == mid))
 
         await self.db.write(run)
+
+    async def delete_untagged_manifests(self, before: float, limit: int = 1000) -> int:
+        """Garbage collection (``gc.untagged_manifests_after``): delete manifests created before
+        ``before`` that no tag points to, no index of their repository lists and that have no
+        ``subject`` (referrers stay with their subject). Each goes in its own transaction that
+        locks the row FOR UPDATE first and re-checks all of that (a concurrent PUT tagging or
+        listing it holds it FOR KEY SHARE), so a manifest being tagged or listed stays."""
+        parent = ManifestReference.__table__.alias("parent_ref")
+        parent_m = Manifest.__table__.alias("parent_m")
+
+        def unused(m):
+            return (
+                m.created_at < before,
+                m.subject.is_(None),
+                ~exists().where(Tag.manifest_id == m.id),
+                ~exists().where(
+                    parent.c.digest == m.digest, parent.c.kind == "manifest", parent.c.manifest_id == parent_m.c.id,
+                    parent_m.c.repository_id == m.repository_id,
+                ),
+            )
+
+        candidates = await self.db.read(
+            lambda c: c.execute(select(Manifest.id).where(*unused(Manifest)).limit(limit)).scalars().all()
+        )
+        removed = 0
+        for mid in candidates:
+            def run(conn: Connection, mid=mid) -> int:
+                write_lock(conn)
+                if conn.execute(select(Manifest.id).where(Manifest.id == mid).with_for_update()).scalar() is None:
+                    return 0
+                if conn.execute(select(Manifest.id).where(Manifest.id == mid, *unused(Manifest))).scalar() is None:
+                    return 0  # tagged or listed meanwhile
+                conn.execute(delete(ManifestReference).where(ManifestReference.manifest_id == mid))
+                return conn.execute(delete(Manifest).where(Manifest.id == mid)).rowcount or 0
+
+            removed += await self.db.write(run)
+        return removed
 
     async def delete_tag(self, name: str, tag: str) -> None:
         def run(conn: Connection) -> None:
