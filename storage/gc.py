@@ -5,7 +5,8 @@ keeps every delay in the database, never in file times. Each step is safe while 
 registry serves, from any number of processes:
 
 1. ``sweep_uploads``: sessions idle for ``upload_expiry`` (and not being written) are aborted;
-   upload bytes no session row knows, idle as long, are removed;
+   upload bytes no session row knows (a monolithic push killed midway) are removed once idle
+   for ``ORPHAN_UPLOAD_IDLE`` (15 min), or ``upload_expiry`` if shorter;
 2. a repository's link to a blob is dropped when no manifest of that repository references
    it and it is older than ``grace`` (a push links its blobs before it puts the manifest,
    and a manifest PUT refreshes the links it checks, in the same transaction);
@@ -33,6 +34,10 @@ log = logging.getLogger("berth.gc")
 
 MARK_STALE = 15 * 60  # seconds after which a mark is a dead collector's (registry.service.blobs agrees)
 BATCH = 500  # blob rows marked, deleted and forgotten per round
+# Upload bytes no session row knows are a monolithic push's (POST ?digest=: no row, written
+# continuously while the body streams) or the leftover of one that died (a SIGKILL): idle this
+# long they are the latter, whatever ``upload_expiry`` (which is for resumable sessions).
+ORPHAN_UPLOAD_IDLE = 15 * 60
 
 
 @dataclass
@@ -56,8 +61,9 @@ async def sweep_uploads(catalog: Catalog, driver: ContentDriver, *, expiry: floa
         removed += 1
     listed = [(upload_id, at) async for upload_id, at in driver.list_uploads()]
     known = await catalog.upload_ids()  # read after listing: a session created meanwhile is fresh anyway
+    rowless_before = max(older_than, time.time() - ORPHAN_UPLOAD_IDLE)
     for upload_id, written_at in listed:
-        if upload_id not in known and written_at < older_than:
+        if upload_id not in known and written_at < rowless_before:
             await driver.abort(upload_id, None)
             removed += 1
     return removed

@@ -414,3 +414,21 @@ def test_berth_gc_dry_run_command(tmp_path, capsys):
     assert main(["gc", "--data", str(data), "--dry-run"]) == 0
     assert "would remove 0 unreferenced blob links, 1 blobs (22 bytes)" in capsys.readouterr().out
     assert asyncio.run(driver.stat(digest)) == 22
+
+
+async def test_rowless_upload_bytes_go_after_15_minutes_idle(env):
+    """What a SIGKILL leaves of a monolithic push (bytes, no session row) is not a resumable
+    session: the next collection takes it once idle for ORPHAN_UPLOAD_IDLE, whatever upload_expiry."""
+    from storage.gc import ORPHAN_UPLOAD_IDLE
+
+    catalog, blobs, layout = env
+    dead, live = "c" * 32, "d" * 32
+    for u in (dead, live):
+        await blobs.start_upload(u)
+    past = time.time() - ORPHAN_UPLOAD_IDLE - 60
+    os.utime(layout.upload(dead), (past, past))
+    kept = await start_session(catalog, blobs)  # a resumable session, as old: kept for upload_expiry
+    os.utime(layout.upload(kept), (past, past))
+    await catalog.db.write(lambda c: c.execute(update(Upload).values(updated_at=past)))
+    assert (await collect(catalog, blobs, grace=3600, upload_expiry=86400)).uploads_removed == 1
+    assert sorted(p.name for p in layout.uploads.iterdir()) == sorted([kept, live])
