@@ -188,18 +188,25 @@ def _pin_statement(dialect: str, steal: bool):
     return (
         insert(Blob)
         .values(digest=bindparam("p_digest"), size=bindparam("p_size"), created_at=bindparam("p_now"),
-                last_used_at=bindparam("p_now"))
+                last_used_at=bindparam("p_hold"))
         .on_conflict_do_update(
-            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_now"), "deleting_at": None}, where=live
+            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_hold"), "deleting_at": None}, where=live
         )
     )
 
 
 _PIN: dict[tuple[str, bool], object] = {}
+# A pin dates ``last_used_at`` this far ahead: the row is the push's until its link (which sets
+# ``last_used_at`` to now) however short the collector's grace — with ``--grace 0`` a collector
+# would otherwise mark a row pinned a moment ago, delete the content the push just placed, and
+# the link would fail. A push that dies between pin and link leaves a row gc takes this much
+# later (as long as storage.gc.ORPHAN_UPLOAD_IDLE for the upload bytes it leaves).
+PIN_HOLD = 15 * 60.0
 
 
 def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = None) -> bool:
-    """Insert the blob row or mark the existing one used now (``last_used_at``); False, changing
+    """Insert the blob row or mark the existing one in use (``last_used_at`` = now + ``PIN_HOLD``, until
+    the link); False, changing
     nothing, while garbage collection has it marked for deletion (``deleting_at``), unless that
     mark is older than ``steal_before`` (a collector that died midway): then it is cleared.
 
@@ -212,7 +219,8 @@ def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = 
         if key[0] not in ("sqlite", "postgresql"):
             raise RuntimeError(f"unsupported database {key[0]!r}: use SQLite or PostgreSQL")
         stmt = _PIN[key] = _pin_statement(*key)
-    params = {"p_digest": digest, "p_size": size, "p_now": time.time()}
+    now = time.time()
+    params = {"p_digest": digest, "p_size": size, "p_now": now, "p_hold": now + PIN_HOLD}
     if steal_before is not None:
         params["p_steal_before"] = steal_before
     return conn.execute(stmt, params).rowcount == 1

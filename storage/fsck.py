@@ -11,8 +11,8 @@ Everything is reached through the driver (``list_digests``, ``stat``, ``read``,
 
 Findings are **damaged** (the registry would serve wrong or missing bytes, or an image that
 cannot be pulled whole: exit status 1) or **orphaned** (leftovers garbage collection removes:
-content no row knows, a pinned row whose push never placed content, linked content no
-manifest uses yet, upload bytes without a session; informational, exit status 0).
+content no row knows, content no repository links, a pinned row whose push never placed
+content, upload bytes without a session; informational, exit status 0).
 
 ``repair=True`` quarantines damage, and never deletes good data:
 
@@ -158,6 +158,8 @@ async def fsck(
         if row is None:
             if (await db.read(_rows))["blobs"].get(d) is None:  # not committed meanwhile
                 report.orphaned.append(Finding("orphan-content", d, f"{n} bytes stored, no blob row (gc removes it)"))
+        elif d not in linked:
+            report.orphaned.append(Finding("unlinked-blob", d, f"{n} bytes no repository links (gc removes them)"))
         elif row[1] is None and row[0] != n and row[0] != 0:
             f = Finding("size-mismatch", d, f"row says {row[0]} bytes, content has {n}")
             if repair:

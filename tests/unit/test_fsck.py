@@ -98,10 +98,12 @@ async def test_leftovers_of_a_crash_are_orphans_not_damage(env):
     await image(catalog, driver)
     await place(driver, b"placed, never pinned")  # content, no row
     assert await catalog.pin_blob(of_bytes(b"pinned, never placed"), 20)  # row, no content
+    assert await catalog.pin_blob(of_bytes(b"pinned, placed"), 14)  # killed before the link
+    await place(driver, b"pinned, placed")
     await driver.start_upload("a" * 32)  # upload bytes, no session
     report = await fsck(catalog, driver)
     assert report.clean
-    assert kinds(report.orphaned) == ["orphan-content", "orphan-upload", "row-without-content"]
+    assert kinds(report.orphaned) == ["orphan-content", "orphan-upload", "row-without-content", "unlinked-blob"]
 
 
 async def test_dangling_child_and_unlinked_blob(env):

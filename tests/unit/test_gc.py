@@ -432,3 +432,32 @@ async def test_rowless_upload_bytes_go_after_15_minutes_idle(env):
     await catalog.db.write(lambda c: c.execute(update(Upload).values(updated_at=past)))
     assert (await collect(catalog, blobs, grace=3600, upload_expiry=86400)).uploads_removed == 1
     assert sorted(p.name for p in layout.uploads.iterdir()) == sorted([kept, live])
+
+
+async def test_a_pinned_blob_is_the_pushs_until_its_link_even_with_grace_0(env):
+    """pin → commit → link while a collector with grace 0 runs between commit and link: before
+    the pin held the row (last_used_at = now + PIN_HOLD), the collector marked the unlinked row,
+    deleted the content just placed, and the link failed (BlobDeleting)."""
+    catalog, blobs, _ = env
+    data = b"placed a moment ago"
+    digest = of_bytes(data)
+    assert await catalog.pin_blob(digest, len(data))
+    await place(blobs, data)
+    report = await collect(catalog, blobs, grace=0)
+    assert report.blobs_removed == 0
+    await catalog.link_blob("a/b", digest, len(data))
+    assert await read(blobs, digest) == data
+
+
+async def test_a_dead_pushs_pin_lapses(env):
+    """A push killed between pin and link: its row and content go once PIN_HOLD has passed."""
+    from storage.catalog import PIN_HOLD
+
+    catalog, blobs, _ = env
+    data = b"pinned and placed, then SIGKILL"
+    digest = of_bytes(data)
+    assert await catalog.pin_blob(digest, len(data))
+    await place(blobs, data)
+    await age_blob(catalog, digest, 1)  # last_used_at: a second ago
+    await catalog.db.write(lambda c: c.execute(update(Blob).values(last_used_at=time.time() - PIN_HOLD - 1)))
+    assert (await collect(catalog, blobs, grace=0)).blobs_removed == 1
