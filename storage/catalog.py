@@ -240,13 +240,27 @@ def _touch(conn: Connection, digest: str) -> bool:
     return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
+def _hold_link(conn: Connection, rid: int, digest: str) -> None:
+    """Insert or refresh a push's (or mount's) link, dated ``PIN_HOLD`` ahead: the image it
+    belongs to has not had its manifest PUT yet, and garbage collection drops links no manifest
+    references only once they are older than its grace — with grace 0 it would drop the link
+    between the blob's 201 and the manifest's PUT. The manifest PUT dates the links it
+    references to now, so a deleted image's links go ``grace`` after its last PUT, as before."""
+    stmt = upsert_insert(conn, RepositoryBlob).values(
+        repository_id=rid, digest=digest, created_at=time.time() + PIN_HOLD
+    )
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[RepositoryBlob.repository_id, RepositoryBlob.digest], set_={"created_at": stmt.excluded.created_at}
+    ))
+
+
 def _link(conn: Connection, name: str, digest: str, tenants: bool = False) -> None:
     rid = _ensure_repo(conn, name, tenants)
     # only a live row is linked: one garbage collection has marked (or already deleted, its
     # content with it) never is. The push pinned the row before it placed the content.
     if not _touch(conn, digest):
         raise BlobDeleting(detail={"digest": digest})
-    _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+    _hold_link(conn, rid, digest)
 
 
 # Values per statement. A manifest under the 4 MiB limit can name ~35,000 digests: one
@@ -347,7 +361,7 @@ class Catalog:
             rid = _ensure_repo(conn, name, self.tenants)
             if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
-            _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+            _hold_link(conn, rid, digest)
             return size
 
         return await self.db.write(run)

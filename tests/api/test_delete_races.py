@@ -144,7 +144,13 @@ async def test_tenant_deleted_while_a_push_links_into_it(two, monkeypatch):
     await Principals(a).create_tenant("acme")
     digest = await _pinned(catalog, b"layer")
     pause = Pause(a)
-    hook_insert(monkeypatch, RepositoryBlob, pause)
+    real_hold = catalog_module._hold_link
+
+    def hold_link(conn, rid, d):  # the link's INSERT: repository found (or made), tenant checked
+        pause.here()
+        return real_hold(conn, rid, d)
+
+    monkeypatch.setattr(catalog_module, "_hold_link", hold_link)
 
     link = asyncio.ensure_future(catalog.link_blob("acme/app", digest, 5))
     await pause.reached.wait()

@@ -461,3 +461,19 @@ async def test_a_dead_pushs_pin_lapses(env):
     await age_blob(catalog, digest, 1)  # last_used_at: a second ago
     await catalog.db.write(lambda c: c.execute(update(Blob).values(last_used_at=time.time() - PIN_HOLD - 1)))
     assert (await collect(catalog, blobs, grace=0)).blobs_removed == 1
+
+
+async def test_a_pushs_links_wait_for_its_manifest_even_with_grace_0(env):
+    """Blobs pushed (201), the manifest not yet PUT, a collector with grace 0 in between: the
+    push's links are dated PIN_HOLD ahead, so the manifest PUT finds them. Once a manifest
+    referenced them and is deleted, grace 0 takes them at the next collection."""
+    catalog, blobs, _ = env
+    layer = await store_blob(catalog, blobs, "a/b", b"layer!")
+    cfg = await store_blob(catalog, blobs, "a/b", b"config")
+    report = await collect(catalog, blobs, grace=0)
+    assert (report.links_removed, report.blobs_removed) == (0, 0)
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
+    await catalog.delete_manifest("a/b", of_bytes(body))
+    report = await collect(catalog, blobs, grace=0)
+    assert (report.links_removed, report.blobs_removed) == (2, 2)
