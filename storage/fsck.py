@@ -156,7 +156,8 @@ async def fsck(
             continue
         row = blob_rows.get(d)
         if row is None:
-            if (await db.read(_rows))["blobs"].get(d) is None:  # not committed meanwhile
+            q = select(Blob.digest).where(Blob.digest == d)
+            if await db.read(lambda c, q=q: c.execute(q).first()) is None:  # not pinned meanwhile
                 report.orphaned.append(Finding("orphan-content", d, f"{n} bytes stored, no blob row (gc removes it)"))
         elif d not in linked:
             report.orphaned.append(Finding("unlinked-blob", d, f"{n} bytes no repository links (gc removes them)"))
