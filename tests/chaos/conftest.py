@@ -6,11 +6,12 @@ Knobs (environment): ``CHAOS_KILLS`` (kill points per run, default 30; ``make ch
 ``CHAOS_GC_SECONDS`` (how long the GC-under-load test pushes, default 20),
 ``CHAOS_BIG=1`` (also 1–4 MiB layers, rarely). The content store is the filesystem driver
 unless the environment names another (``BERTH_STORAGE_DRIVER=s3`` and ``BERTH_STORAGE_S3_*``,
-passed through to every berth process), or ``CHAOS_S3=1`` starts a SeaweedFS through
-tests/seaweed.py (once that module is merged).
+passed through to every berth process); once tests/seaweed.py (the s3 branch) is in the tree
+every chaos test also runs on the S3 driver against a SeaweedFS it starts (``CHAOS_S3=0``: not).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 import shutil
@@ -35,25 +36,40 @@ def seed() -> int:
     return s
 
 
-@pytest.fixture
-def content_env(tmp_path):
-    """BERTH_STORAGE_* for the berth processes: {} (filesystem, or whatever the environment
-    says), or a fresh bucket on a SeaweedFS this test starts (CHAOS_S3=1)."""
-    if os.environ.get("CHAOS_S3", "") not in ("1", "true", "yes"):
+def _stores() -> list[str]:
+    """filesystem; and s3 once tests/seaweed.py (the SeaweedFS fixture of the s3 branch) is in
+    the tree, unless CHAOS_S3=0."""
+    if os.environ.get("CHAOS_S3", "").lower() in ("0", "no", "false", "off"):
+        return ["filesystem"]
+    return ["filesystem", "s3"] if importlib.util.find_spec("tests.seaweed") is not None else ["filesystem"]
+
+
+@pytest.fixture(params=_stores())
+def content_env(request, tmp_path, database_url):
+    """BERTH_STORAGE_* for the berth processes: {} (the filesystem driver, or whatever the
+    environment already says), or a fresh bucket on a SeaweedFS this test starts (s3; on the
+    first database of BERTH_TEST_DATABASES only, unless CHAOS_S3_ALL_DATABASES=1)."""
+    if request.param == "filesystem":
         yield {}
         return
-    try:
-        from tests.seaweed import SeaweedFS  # noqa: PLC0415 - provided by the s3 branch
-    except ImportError:
-        skip_or_fail("CHAOS_S3 is set but tests/seaweed.py (the SeaweedFS fixture) is not in this tree")
+    from tests.postgres import DATABASES  # noqa: PLC0415
+    from tests.seaweed import SeaweedFS, missing_reason  # noqa: PLC0415 - provided by the s3 branch
+
+    current = "postgres" if database_url else "sqlite"
+    if current != DATABASES[0] and not os.environ.get("CHAOS_S3_ALL_DATABASES"):
+        pytest.skip("the S3 chaos run uses one database (CHAOS_S3_ALL_DATABASES=1 runs it on each)")
+    reason = missing_reason()
+    if reason is not None:
+        skip_or_fail(reason)
     weed = SeaweedFS(tmp_path / "seaweed")
-    weed.start()
     try:
+        weed.start()
         bucket = f"chaos-{os.urandom(4).hex()}"
         weed.create_bucket(bucket)
         yield {
             "BERTH_STORAGE_DRIVER": "s3",
             "BERTH_STORAGE_S3_ENDPOINT": weed.endpoint,
+            "BERTH_STORAGE_S3_REGION": getattr(weed, "region", "us-east-1"),
             "BERTH_STORAGE_S3_BUCKET": bucket,
             "BERTH_STORAGE_S3_ACCESS_KEY": weed.access_key,
             "BERTH_STORAGE_S3_SECRET_KEY": weed.secret_key,
