@@ -37,7 +37,7 @@ async def test_every_acknowledged_push_survives_sigkill(registry, seed, database
     try:
         for _ in range(kills):
             # let the load run a random while (a few requests to a few dozen), then kill mid-whatever
-            await asyncio.sleep(rng.uniform(0.05, 0.8))
+            await asyncio.sleep(rng.uniform(0.05, 1.2))
             for w in workers:
                 if w.done():
                     w.result()  # a worker's assertion (a wrong status, a lost chunk) fails the test
