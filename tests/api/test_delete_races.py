@@ -265,3 +265,16 @@ async def assert_no_dangling_child(database: db.Database) -> None:
         )
     )
     assert await database.read(lambda c: c.execute(q).scalar()) == 0
+
+
+def test_with_auth_on_the_registrys_catalog_checks_tenants(tmp_path):
+    """The wiring: auth on (tenants exist) → every repository write checks its tenant; auth off
+    (no tenants at all) → it does not."""
+    from registry import bootstrap
+    from registry.config import Config
+
+    on = Config(data_dir=tmp_path / "on")
+    off = Config(data_dir=tmp_path / "off")
+    off.auth.enabled = False
+    assert bootstrap.build(on).catalog.tenants is True
+    assert bootstrap.build(off).catalog.tenants is False
