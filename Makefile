@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e process clients bench conformance-compare gc clean
+.PHONY: run test unit e2e process chaos clients bench conformance-compare gc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ e2e: $(BIN)/.installed clients
 # real berth processes: two servers on one data dir, SIGKILL mid-upload, berth gc (tests/process)
 process: $(BIN)/.installed
 	$(BIN)/pytest -q -rfEsx -m process $(PYTEST_ARGS)
+
+# SIGKILL a real berth serve N times under concurrent pushes, then verify every 201 and fsck;
+# and gc in a tight loop under load (tests/chaos). `make chaos N=200 SEED=1234 DB=sqlite`
+N  ?= 30
+chaos: $(BIN)/.installed
+	CHAOS_KILLS=$(N) CHAOS_KILLS_POSTGRES=$(N) $(if $(SEED),CHAOS_SEED=$(SEED)) $(if $(DB),BERTH_TEST_DATABASES=$(DB)) \
+	$(BIN)/pytest -q -rfEsx -s -m chaos $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from storage import leases
-from storage.gc import sweep_uploads
+from storage.gc import GCReport, collect, sweep_uploads
 
 from . import bootstrap, limits, logs, middleware
 from .auth.guard import open_guard
@@ -39,6 +39,31 @@ async def _sweep_uploads(svc: Services) -> None:
             await leases.hold(svc.db, leases.GC_LEASE, lambda: sweep_once(svc))
         except Exception:  # keep sweeping; a failed sweep is logged, not fatal
             log.exception("upload sweep failed")
+
+
+async def run_gc_once(svc: Services) -> GCReport:
+    """One garbage collection with the configured grace (``gc.*``): what the server's loop runs
+    every ``gc.interval`` seconds. Safe while serving and from several processes at once; a
+    database lease (one collector across replicas) wraps this one call."""
+    gc = svc.config.gc
+    return await collect(svc.catalog, svc.driver, grace=gc.grace, upload_expiry=svc.config.upload_expiry,
+                         untagged_after=gc.untagged_manifests_after)
+
+
+async def _collect_garbage(svc: Services) -> None:
+    while True:
+        await asyncio.sleep(svc.config.gc.interval)
+        try:  # one collector at a time across replicas, workers and `berth gc` (storage.leases)
+            held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: run_gc_once(svc))
+            if not held:
+                continue
+            from . import metrics  # noqa: PLC0415
+
+            metrics.gc_finished(report)
+            log.info("gc: removed %d manifests, %d links, %d blobs (%d bytes), %d uploads", report.manifests_removed,
+                     report.links_removed, report.blobs_removed, report.bytes_freed, report.uploads_removed)
+        except Exception:  # keep collecting; a failed collection is logged, not fatal
+            log.exception("garbage collection failed")
 
 
 def create_app(config: Config) -> web.Application:
@@ -74,10 +99,13 @@ def create_app(config: Config) -> web.Application:
 
             await start_auth(svc)
         sweeper = asyncio.create_task(_sweep_uploads(svc))
+        collector = asyncio.create_task(_collect_garbage(svc)) if config.gc.interval > 0 else None
         yield
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, collector):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await bootstrap.stop(svc)
 
     app.cleanup_ctx.append(lifecycle)

@@ -19,7 +19,7 @@ def build(config: Config) -> Services:
     layout.create()  # the SQLite database and the signing keys live here whatever the driver
     database = metrics.time_database(db.Database(config.database_url or db.default_url(layout)))
     driver = metrics.timed_driver(open_driver(config.storage, config.data_dir))
-    catalog = Catalog(database)
+    catalog = Catalog(database, tenants=config.auth.enabled)  # with auth on, a repository needs its tenant
     blobs = Blobs(catalog, driver)
     return Services(
         config=config,

@@ -197,6 +197,8 @@ def _gc(args: argparse.Namespace) -> int:
     from . import bootstrap
 
     config = Config.load(args.config, data_dir=args.data)
+    grace = config.gc.grace if args.grace is None else args.grace
+    untagged = config.gc.untagged_manifests_after if args.untagged_after is None else args.untagged_after
 
     async def run():
         svc = bootstrap.build(config)
@@ -204,7 +206,8 @@ def _gc(args: argparse.Namespace) -> int:
             await bootstrap.start(svc)
             # one collector at a time across every replica and cron job (storage.leases)
             held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
-                svc.catalog, svc.driver, grace=args.grace, upload_expiry=config.upload_expiry))
+                svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
+                untagged_after=untagged, dry_run=args.dry_run))
             if not held:
                 holder = await leases.current_holder(svc.db, leases.GC_LEASE)
                 who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
@@ -220,8 +223,10 @@ def _gc(args: argparse.Namespace) -> int:
         return 2
     if report is None:
         return 3
+    verb = "would remove" if report.dry_run else "removed"
+    manifests = f"{report.manifests_removed} untagged manifests, " if untagged is not None else ""
     print(
-        f"removed {report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
+        f"{verb} {manifests}{report.links_removed} unreferenced blob links, {report.blobs_removed} blobs "
         f"({report.bytes_freed} bytes) and {report.uploads_removed} expired uploads"
     )
     return 0
@@ -268,6 +273,84 @@ def _keys(args: argparse.Namespace) -> int:
                        "state": "signing" if live and r is live[0] else ("verifying" if r in live else "retired")}
                       for r in rows], indent=2))
     return 0
+
+
+def _fsck(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from storage.errors import DriverUnavailable
+    from storage.fsck import fsck
+
+    from . import bootstrap
+
+    config = Config.load(args.config, data_dir=args.data)
+    quarantine = Path(args.quarantine) if args.quarantine else Path(config.data_dir) / "quarantine"
+    bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
+
+    async def run():
+        svc = bootstrap.build(config)
+        try:
+            await bootstrap.start(svc)
+            return await fsck(svc.catalog, svc.driver, repair=args.repair, quarantine=quarantine,
+                              progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+            await bootstrap.stop(svc)
+
+    try:
+        report = asyncio.run(run())
+    except DriverUnavailable as e:
+        print(f"berth: {e.message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for title, findings in (("DAMAGED", report.damaged), ("orphaned", report.orphaned)):
+            for f in findings:
+                done = f" [repaired: {f.repaired}]" if f.repaired else ""
+                print(f"{title} {f.kind} {f.subject}: {f.message}{done}")
+        print(
+            f"checked {report.blobs_checked} blobs ({report.bytes_checked} bytes), {report.links_checked} links, "
+            f"{report.manifests_checked} manifests, {report.uploads_checked} upload sessions: "
+            f"{len(report.damaged)} damaged, {len(report.orphaned)} orphaned (garbage collection removes those)"
+        )
+    return 0 if report.clean else 1
+
+
+class _ProgressBar:
+    """One line on a terminal's stderr: blobs and bytes re-hashed so far (only on a TTY)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._time = time.monotonic
+        self._last = 0.0
+
+    def update(self, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        now = self._time()
+        if now - self._last < 0.1 and done < total:
+            return
+        self._last = now
+        frac = done_bytes / total_bytes if total_bytes else (done / total if total else 1.0)
+        width = 30
+        fill = int(frac * width)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} blobs "
+                         f"{_human(done_bytes)}/{_human(total_bytes)}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 # ---- admin subcommands: the same operations as the admin API (registry.admin.operations) ----------
@@ -475,7 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
     gc.add_argument("--data", help="data directory (default ./data)")
     gc.add_argument("--config", help="YAML configuration file")
-    gc.add_argument("--grace", type=float, default=3600, help="keep blobs and links used in the last N seconds")
+    gc.add_argument("--grace", type=float, help="keep blobs and links used in the last N seconds (default gc.grace, 3600)")
+    gc.add_argument("--untagged-after", type=float,
+                    help="also delete untagged manifests older than N seconds (default gc.untagged_manifests_after: never)")
+    gc.add_argument("--dry-run", action="store_true", help="change nothing; report what would go and how many bytes")
     gc.set_defaults(func=_gc)
 
     keys = sub.add_parser("keys", help="token signing keys shared by every replica (in the database)")
@@ -491,6 +577,14 @@ def build_parser() -> argparse.ArgumentParser:
     ks.choices["rotate"].add_argument("--retire-old", action="store_true",
                                       help="stop accepting the older keys at once (their tokens fail)")
     ks.choices["retire"].add_argument("kid")
+    fk = sub.add_parser("fsck", help="check every blob's bytes and every manifest's references; exit 1 on damage")
+    fk.add_argument("--data", help="data directory (default ./data)")
+    fk.add_argument("--config", help="YAML configuration file")
+    fk.add_argument("--repair", action="store_true",
+                    help="quarantine damaged content and forget its rows and links (never deletes good data)")
+    fk.add_argument("--quarantine", help="directory damaged bytes are moved to (default <data>/quarantine)")
+    fk.add_argument("--json", action="store_true", help="the report as JSON on stdout")
+    fk.set_defaults(func=_fsck)
 
     _add_admin_parsers(sub)
     return p

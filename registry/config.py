@@ -111,6 +111,14 @@ class LimitsConfig:
 
 
 @dataclass
+class GCConfig:
+    """Garbage collection inside the server (registry.app) and the defaults of ``berth gc``."""
+    interval: float = 3600  # seconds between collections in the server; 0 = none (run `berth gc`)
+    grace: float = 3600  # seconds a blob or link stays after its last use / creation
+    untagged_manifests_after: float | None = None  # seconds; None = untagged manifests are kept
+
+
+@dataclass
 class Config:
     host: str = "127.0.0.1"
     port: int = 5000
@@ -129,6 +137,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     log_format: str = "json"  # json (one object per line) | text (for a terminal)
     metrics_enabled: bool = True  # GET /metrics (no authentication: restrict it at the ingress)
+    gc: GCConfig = field(default_factory=GCConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, env: dict[str, str] | None = None, **overrides: Any) -> "Config":
@@ -163,7 +172,8 @@ def _build(klass, data: dict[str, Any]):
     return klass(**kwargs)
 
 
-_NESTED = {("Config", "auth"): AuthConfig, ("Config", "limits"): LimitsConfig, ("Config", "storage"): StorageConfig, ("StorageConfig", "s3"): S3Config}
+_NESTED = {("Config", "auth"): AuthConfig, ("Config", "gc"): GCConfig, ("Config", "limits"): LimitsConfig,
+           ("Config", "storage"): StorageConfig, ("StorageConfig", "s3"): S3Config}
 
 _ENV = {
     "BERTH_HOST": ("host", str),
@@ -202,6 +212,11 @@ _S3_ENV = {
     "BERTH_STORAGE_S3_SECRET_KEY": ("secret_key", str),
     "BERTH_STORAGE_S3_REDIRECT": ("redirect", lambda v: _strict_bool("BERTH_STORAGE_S3_REDIRECT", v)),
 }
+_GC_ENV = {
+    "BERTH_GC_INTERVAL": ("interval", float),
+    "BERTH_GC_GRACE": ("grace", float),
+    "BERTH_GC_UNTAGGED_MANIFESTS_AFTER": ("untagged_manifests_after", float),
+}
 _AUTH_ENV = {
     "BERTH_AUTH_ENABLED": ("enabled", lambda v: v.lower() in ("1", "true", "yes", "on")),
     "BERTH_AUTH_REALM": ("realm", str),
@@ -226,7 +241,7 @@ def _apply_env(cfg: Config, env) -> None:
         if env.get(var):
             setattr(cfg, attr, conv(env[var]))
     for table, target in ((_AUTH_ENV, cfg.auth), (_STORAGE_ENV, cfg.storage), (_S3_ENV, cfg.storage.s3),
-                          (_LIMITS_ENV, cfg.limits)):
+                          (_LIMITS_ENV, cfg.limits), (_GC_ENV, cfg.gc)):
         for var, (attr, conv) in table.items():
             if env.get(var):
                 setattr(target, attr, conv(env[var]))

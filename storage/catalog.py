@@ -130,11 +130,48 @@ _OPEN_UPLOADS = select(func.count(), func.min(Upload.updated_at)).where(
 _DELETE_UPLOAD = delete(Upload).where(Upload.id == bindparam("p_id"))
 
 
+_MANIFEST_ID_LOCKED = (
+    select(Manifest.id)
+    .where(Manifest.repository_id == bindparam("rid"), Manifest.digest == bindparam("digest"))
+    .with_for_update(read=True, key_share=True)
+)
+
+
 def _repo_id(conn: Connection, name: str) -> int | None:
     return conn.execute(_REPO_ID, {"name": name}).scalar()
 
 
-def _ensure_repo(conn: Connection, name: str) -> int:
+def write_lock(conn: Connection) -> None:
+    """Hold the database's write lock from here to the end of this write transaction.
+
+    SQLite (pysqlite) opens a transaction only at the first INSERT/UPDATE/DELETE: the reads
+    before it see whatever another process (a second ``berth serve``, ``berth gc``, the admin
+    CLI) commits meanwhile, and a check made by them no longer holds when the write comes.
+    ``BEGIN IMMEDIATE`` takes the lock first, so every read after it is part of the
+    transaction. (In one process writes are serialised anyway.) PostgreSQL locks rows
+    instead (``FOR KEY SHARE`` / ``FOR UPDATE`` where a check must hold)."""
+    if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _check_tenant(conn: Connection, name: str) -> None:
+    """The repository's tenant exists, and stays until this transaction ends: its row is
+    locked ``FOR KEY SHARE`` (PostgreSQL), so a tenant deletion (which locks it ``FOR UPDATE``
+    first, storage.principals) either committed before — NameUnknown here — or waits for this
+    push and then deletes what it added. Closes the race of a push into a tenant being
+    force-deleted (issue 7): never a repository, link or manifest of a tenant that is gone."""
+    tenant = name.split("/", 1)[0]
+    row = conn.execute(
+        select(Tenant.id).where(Tenant.name == tenant).with_for_update(read=True, key_share=True)
+    ).first()
+    if row is None:
+        raise NameUnknown(f"repository {name!r} belongs to no tenant (deleted?)", {"name": name})
+
+
+def _ensure_repo(conn: Connection, name: str, tenants: bool = False) -> int:
+    write_lock(conn)
+    if tenants:
+        _check_tenant(conn, name)
     rid = _repo_id(conn, name)
     if rid is None:
         _insert_ignore(conn, Repository, name=name, created_at=time.time())
@@ -159,18 +196,25 @@ def _pin_statement(dialect: str, steal: bool):
     return (
         insert(Blob)
         .values(digest=bindparam("p_digest"), size=bindparam("p_size"), created_at=bindparam("p_now"),
-                last_used_at=bindparam("p_now"))
+                last_used_at=bindparam("p_hold"))
         .on_conflict_do_update(
-            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_now"), "deleting_at": None}, where=live
+            index_elements=[Blob.digest], set_={"last_used_at": bindparam("p_hold"), "deleting_at": None}, where=live
         )
     )
 
 
 _PIN: dict[tuple[str, bool], object] = {}
+# A pin dates ``last_used_at`` this far ahead: the row is the push's until its link (which sets
+# ``last_used_at`` to now) however short the collector's grace — with ``--grace 0`` a collector
+# would otherwise mark a row pinned a moment ago, delete the content the push just placed, and
+# the link would fail. A push that dies between pin and link leaves a row gc takes this much
+# later (as long as storage.gc.ORPHAN_UPLOAD_IDLE for the upload bytes it leaves).
+PIN_HOLD = 15 * 60.0
 
 
 def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = None) -> bool:
-    """Insert the blob row or mark the existing one used now (``last_used_at``); False, changing
+    """Insert the blob row or mark the existing one in use (``last_used_at`` = now + ``PIN_HOLD``, until
+    the link); False, changing
     nothing, while garbage collection has it marked for deletion (``deleting_at``), unless that
     mark is older than ``steal_before`` (a collector that died midway): then it is cleared.
 
@@ -183,7 +227,8 @@ def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = 
         if key[0] not in ("sqlite", "postgresql"):
             raise RuntimeError(f"unsupported database {key[0]!r}: use SQLite or PostgreSQL")
         stmt = _PIN[key] = _pin_statement(*key)
-    params = {"p_digest": digest, "p_size": size, "p_now": time.time()}
+    now = time.time()
+    params = {"p_digest": digest, "p_size": size, "p_now": now, "p_hold": now + PIN_HOLD}
     if steal_before is not None:
         params["p_steal_before"] = steal_before
     return conn.execute(stmt, params).rowcount == 1
@@ -203,14 +248,28 @@ def _touch(conn: Connection, digest: str) -> bool:
     return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
-def _link(conn: Connection, name: str, digest: str, size: int) -> None:
+def _hold_link(conn: Connection, rid: int, digest: str) -> None:
+    """Insert or refresh a push's (or mount's) link, dated ``PIN_HOLD`` ahead: the image it
+    belongs to has not had its manifest PUT yet, and garbage collection drops links no manifest
+    references only once they are older than its grace — with grace 0 it would drop the link
+    between the blob's 201 and the manifest's PUT. The manifest PUT dates the links it
+    references to now, so a deleted image's links go ``grace`` after its last PUT, as before."""
+    stmt = upsert_insert(conn, RepositoryBlob).values(
+        repository_id=rid, digest=digest, created_at=time.time() + PIN_HOLD
+    )
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[RepositoryBlob.repository_id, RepositoryBlob.digest], set_={"created_at": stmt.excluded.created_at}
+    ))
+
+
+def _link(conn: Connection, name: str, digest: str, size: int, tenants: bool = False) -> None:
     _check_quota(conn, name, digest, size)
-    rid = _ensure_repo(conn, name)
+    rid = _ensure_repo(conn, name, tenants)
     # only a live row is linked: one garbage collection has marked (or already deleted, its
     # content with it) never is. The push pinned the row before it placed the content.
     if not _touch(conn, digest):
         raise BlobDeleting(detail={"digest": digest})
-    _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+    _hold_link(conn, rid, digest)
 
 
 # ---- tenant storage quotas (issue 7) ---------------------------------------------------
@@ -287,6 +346,7 @@ def _check_quota(conn: Connection, name: str, digest: str, size: int, *, manifes
     tenant = tenant_of(name)
     if tenant is None:
         return
+    write_lock(conn)  # SQLite: the reads below belong to this write transaction (several processes)
     params = _tenant_params(tenant)
     if conn.execute(_QUOTA, params).scalar() is None:
         return  # no quota: no lock, no usage query
@@ -333,8 +393,11 @@ def _set_tag(conn: Connection, rid: int, tag: str, manifest_id: int) -> None:
 
 
 class Catalog:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, tenants: bool = False) -> None:
+        """``tenants``: every repository belongs to an existing tenant (its first name
+        component); writes that add to a repository check it in their transaction (auth on)."""
         self.db = db
+        self.tenants = tenants
 
     # ---- repositories --------------------------------------------------------
     async def repositories(
@@ -404,7 +467,7 @@ class Catalog:
         transaction. Raises BlobDeleting when the row is gone or garbage collection marked it."""
 
         def run(conn: Connection) -> None:
-            _link(conn, name, digest, size)
+            _link(conn, name, digest, size, self.tenants)
             if finished_upload is not None:
                 conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
 
@@ -419,10 +482,10 @@ class Catalog:
             if size is None:
                 return None
             _check_quota(conn, name, digest, size)
-            rid = _ensure_repo(conn, name)
+            rid = _ensure_repo(conn, name, self.tenants)
             if not _touch(conn, digest):  # marked, or deleted since the size was read
                 return None
-            _insert_ignore(conn, RepositoryBlob, repository_id=rid, digest=digest, created_at=time.time())
+            _hold_link(conn, rid, digest)
             return size
 
         return await self.db.write(run)
@@ -536,7 +599,7 @@ class Catalog:
 
         def run(conn: Connection) -> None:
             _check_quota(conn, name, digest, len(content), manifest=True)
-            rid = _ensure_repo(conn, name)
+            rid = _ensure_repo(conn, name, self.tenants)
             missing: list[str] = []
             if parsed.blobs:
                 # an UPDATE, not a SELECT: it locks the links until this transaction ends and makes
@@ -557,7 +620,17 @@ class Catalog:
                     )
                 missing += [d for d in parsed.blobs if d not in have]
             if parsed.manifests:
-                have = _present(conn, Manifest.digest, Manifest.repository_id == rid, parsed.manifests)
+                # lock the children (FOR KEY SHARE; SQLite: the write lock taken above): a
+                # concurrent delete of one of them locks it FOR UPDATE before it looks for
+                # parents, so it either went first (missing here) or waits for this index and
+                # then finds it and refuses (issue 7: never an index whose child is gone)
+                have = set()
+                for batch in _batches(parsed.manifests):
+                    have.update(conn.execute(
+                        select(Manifest.digest)
+                        .where(Manifest.repository_id == rid, Manifest.digest.in_(batch))
+                        .with_for_update(read=True, key_share=True)
+                    ).scalars())
                 missing += [d for d in parsed.manifests if d not in have]
             if missing:
                 # raising rolls the transaction back: not even the repository row stays
@@ -578,9 +651,18 @@ class Catalog:
                 subject=parsed.subject.digest if parsed.subject else None,
                 created_at=time.time(),
             )
-            mid = conn.execute(
-                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest)
-            ).scalar()
+            # locked FOR KEY SHARE: garbage collection deletes an untagged manifest only after
+            # locking it FOR UPDATE and re-checking its tags, so it never drops the row this
+            # PUT is tagging (or listing); if it went just before, insert it again
+            mid = conn.execute(_MANIFEST_ID_LOCKED, {"rid": rid, "digest": digest}).scalar()
+            if mid is None:
+                created = _insert_ignore(
+                    conn, Manifest, repository_id=rid, digest=digest, media_type=parsed.media_type,
+                    size=len(content), content=content, artifact_type=parsed.artifact_type,
+                    annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+                    subject=parsed.subject.digest if parsed.subject else None, created_at=time.time(),
+                )
+                mid = conn.execute(_MANIFEST_ID_LOCKED, {"rid": rid, "digest": digest}).scalar()
             if created:
                 refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in parsed.blobs]
                 refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"} for d in parsed.manifests]
@@ -612,9 +694,12 @@ class Catalog:
         """
 
         def run(conn: Connection) -> None:
+            write_lock(conn)  # the parent check below must still hold when the row goes
             rid = _existing_repo(conn, name)
+            # lock the row first, then look for parents: an index PUT listing it holds it FOR KEY
+            # SHARE until it commits, so the look below (a fresh snapshot) sees that index
             mid = conn.execute(
-                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest)
+                select(Manifest.id).where(Manifest.repository_id == rid, Manifest.digest == digest).with_for_update()
             ).scalar()
             if mid is None:
                 raise ManifestUnknown(detail={"name": name, "digest": digest})
@@ -638,6 +723,43 @@ class Catalog:
             conn.execute(delete(Manifest).where(Manifest.id == mid))
 
         await self.db.write(run)
+
+    async def delete_untagged_manifests(self, before: float, limit: int = 1000) -> int:
+        """Garbage collection (``gc.untagged_manifests_after``): delete manifests created before
+        ``before`` that no tag points to, no index of their repository lists and that have no
+        ``subject`` (referrers stay with their subject). Each goes in its own transaction that
+        locks the row FOR UPDATE first and re-checks all of that (a concurrent PUT tagging or
+        listing it holds it FOR KEY SHARE), so a manifest being tagged or listed stays."""
+        parent = ManifestReference.__table__.alias("parent_ref")
+        parent_m = Manifest.__table__.alias("parent_m")
+
+        def unused(m):
+            return (
+                m.created_at < before,
+                m.subject.is_(None),
+                ~exists().where(Tag.manifest_id == m.id),
+                ~exists().where(
+                    parent.c.digest == m.digest, parent.c.kind == "manifest", parent.c.manifest_id == parent_m.c.id,
+                    parent_m.c.repository_id == m.repository_id,
+                ),
+            )
+
+        candidates = await self.db.read(
+            lambda c: c.execute(select(Manifest.id).where(*unused(Manifest)).limit(limit)).scalars().all()
+        )
+        removed = 0
+        for mid in candidates:
+            def run(conn: Connection, mid=mid) -> int:
+                write_lock(conn)
+                if conn.execute(select(Manifest.id).where(Manifest.id == mid).with_for_update()).scalar() is None:
+                    return 0
+                if conn.execute(select(Manifest.id).where(Manifest.id == mid, *unused(Manifest))).scalar() is None:
+                    return 0  # tagged or listed meanwhile
+                conn.execute(delete(ManifestReference).where(ManifestReference.manifest_id == mid))
+                return conn.execute(delete(Manifest).where(Manifest.id == mid)).rowcount or 0
+
+            removed += await self.db.write(run)
+        return removed
 
     async def delete_tag(self, name: str, tag: str) -> None:
         def run(conn: Connection) -> None:
@@ -694,6 +816,9 @@ class Catalog:
                   "p_since": now - expiry}
 
         def run(conn: Connection) -> None:
+            if self.tenants:  # no session for a tenant being deleted (its sessions go with it)
+                write_lock(conn)
+                _check_tenant(conn, name)
             if principal is not None and max_open:
                 if conn.dialect.name == "postgresql":
                     # concurrent starts of one principal take turns (READ COMMITTED would let two

@@ -5,7 +5,8 @@ keeps every delay in the database, never in file times. Each step is safe while 
 registry serves, from any number of processes:
 
 1. ``sweep_uploads``: sessions idle for ``upload_expiry`` (and not being written) are aborted;
-   upload bytes no session row knows, idle as long, are removed;
+   upload bytes no session row knows (a monolithic push killed midway) are removed once idle
+   for ``ORPHAN_UPLOAD_IDLE`` (15 min), or ``upload_expiry`` if shorter;
 2. a repository's link to a blob is dropped when no manifest of that repository references
    it and it is older than ``grace`` (a push links its blobs before it puts the manifest,
    and a manifest PUT refreshes the links it checks, in the same transaction);
@@ -33,6 +34,10 @@ log = logging.getLogger("berth.gc")
 
 MARK_STALE = 15 * 60  # seconds after which a mark is a dead collector's (registry.service.blobs agrees)
 BATCH = 500  # blob rows marked, deleted and forgotten per round
+# Upload bytes no session row knows are a monolithic push's (POST ?digest=: no row, written
+# continuously while the body streams) or the leftover of one that died (a SIGKILL): idle this
+# long they are the latter, whatever ``upload_expiry`` (which is for resumable sessions).
+ORPHAN_UPLOAD_IDLE = 15 * 60
 
 
 @dataclass
@@ -41,6 +46,8 @@ class GCReport:
     links_removed: int = 0
     blobs_removed: int = 0
     bytes_freed: int = 0
+    manifests_removed: int = 0  # untagged manifests past ``untagged_after`` (off unless configured)
+    dry_run: bool = False  # counts of what *would* go; nothing was changed
 
 
 async def sweep_uploads(catalog: Catalog, driver: ContentDriver, *, expiry: float) -> int:
@@ -54,19 +61,38 @@ async def sweep_uploads(catalog: Catalog, driver: ContentDriver, *, expiry: floa
         removed += 1
     listed = [(upload_id, at) async for upload_id, at in driver.list_uploads()]
     known = await catalog.upload_ids()  # read after listing: a session created meanwhile is fresh anyway
+    rowless_before = max(older_than, time.time() - ORPHAN_UPLOAD_IDLE)
     for upload_id, written_at in listed:
-        if upload_id not in known and written_at < older_than:
+        if upload_id not in known and written_at < rowless_before:
             await driver.abort(upload_id, None)
             removed += 1
     return removed
 
 
-async def collect(catalog: Catalog, driver: ContentDriver, *, grace: float = 3600, upload_expiry: float = 86400) -> GCReport:
-    """One whole garbage collection (``berth gc``)."""
+async def collect(
+    catalog: Catalog,
+    driver: ContentDriver,
+    *,
+    grace: float = 3600,
+    upload_expiry: float = 86400,
+    untagged_after: float | None = None,
+    dry_run: bool = False,
+) -> GCReport:
+    """One whole garbage collection (``berth gc``; the server's loop, ``registry.app.run_gc_once``).
+
+    ``untagged_after`` (seconds; None = never): also delete manifests no tag points to, no index
+    of their repository lists and that are no referrer (no ``subject``), created that long ago;
+    their blobs then go as any unreferenced ones. ``dry_run``: change nothing, report what a
+    collection now would remove (``blobs_removed``/``bytes_freed`` count what is unused now,
+    including blobs only the links and manifests it would drop keep)."""
+    if dry_run:
+        return await _dry_run(catalog, driver, grace=grace, upload_expiry=upload_expiry, untagged_after=untagged_after)
     report = GCReport()
     report.uploads_removed = await sweep_uploads(catalog, driver, expiry=upload_expiry)
     now = time.time()
     mark = now  # this collector's mark: it deletes only rows carrying it
+    if untagged_after is not None:
+        report.manifests_removed = await catalog.delete_untagged_manifests(now - untagged_after)
     # links no manifest needs any more (deleted images, abandoned pushes)
     report.links_removed = await catalog.unlink_unreferenced(now - grace)
     # content with no row at all: listed *before* the rows are read, so a blob committed in
@@ -96,3 +122,57 @@ async def _delete(catalog: Catalog, driver: ContentDriver, marked: list[tuple[st
             report.blobs_removed += 1
             report.bytes_freed += size
     await catalog.forget_blobs([d for d, _ in marked], mark)
+
+
+async def _dry_run(catalog: Catalog, driver: ContentDriver, *, grace: float, upload_expiry: float,
+                   untagged_after: float | None) -> GCReport:
+    """What ``collect`` would remove now, computed from one read of the rows and a listing."""
+    from sqlalchemy import select  # noqa: PLC0415
+
+    from .models import Blob, Manifest, ManifestReference, RepositoryBlob, Tag  # noqa: PLC0415
+
+    now = time.time()
+    report = GCReport(dry_run=True)
+    older_than = now - upload_expiry
+    stale = await catalog.stale_uploads(older_than)
+    known = await catalog.upload_ids()
+    listed = [(u, at) async for u, at in driver.list_uploads()]
+    report.uploads_removed = len(stale) + sum(1 for u, at in listed if u not in known and at < older_than)
+
+    def load(conn):
+        manifests = conn.execute(
+            select(Manifest.id, Manifest.repository_id, Manifest.digest, Manifest.created_at, Manifest.subject)
+        ).all()
+        refs = conn.execute(select(ManifestReference.manifest_id, ManifestReference.digest, ManifestReference.kind)).all()
+        tagged = set(conn.execute(select(Tag.manifest_id)).scalars())
+        links = conn.execute(select(RepositoryBlob.repository_id, RepositoryBlob.digest, RepositoryBlob.created_at)).all()
+        blobs = conn.execute(select(Blob.digest, Blob.size, Blob.last_used_at, Blob.deleting_at)).all()
+        return manifests, refs, tagged, links, blobs
+
+    stored = [d async for d in driver.list_digests()]
+    manifests, refs, tagged, links, blobs = await catalog.db.read(load)
+    repo_of = {m.id: m.repository_id for m in manifests}
+    listed = {(repo_of[mid], d) for mid, d, kind in refs if kind == "manifest" and mid in repo_of}
+    gone: set[int] = set()
+    if untagged_after is not None:
+        cutoff = now - untagged_after
+        gone = {m.id for m in manifests if m.id not in tagged and m.subject is None and m.created_at < cutoff
+                and (m.repository_id, m.digest) not in listed}
+    report.manifests_removed = len(gone)
+    needed = {(repo_of[mid], d) for mid, d, kind in refs if kind == "blob" and mid in repo_of and mid not in gone}
+    kept_links = set()
+    for rid, d, created in links:
+        if (rid, d) in needed or created >= now - grace:
+            kept_links.add(d)
+        else:
+            report.links_removed += 1
+    rows = {d for d, *_ in blobs}
+    for d, size, used, deleting in blobs:
+        if d not in kept_links and (used < now - grace or deleting is not None):
+            report.blobs_removed += 1
+            report.bytes_freed += size or await driver.stat(d) or 0
+    for d in stored:
+        if d not in rows:
+            report.blobs_removed += 1
+            report.bytes_freed += await driver.stat(d) or 0
+    return report

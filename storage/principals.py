@@ -25,6 +25,7 @@ from sqlalchemy import Connection, and_, case, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .catalog import write_lock
 from .db import Database, upsert_insert
 from .errors import StorageError
 from .models import AuditEvent, AuditEventTenant, LoginAttempt, Membership, Repository, Robot, Tenant, Upload, User
@@ -192,7 +193,11 @@ class Principals:
         """
 
         def run(s: Session) -> list[int]:
-            # locked first, like a push's quota check (storage.catalog): one lock order on PostgreSQL
+            # the tenant row first, FOR UPDATE (one lock order with a push's quota check and tenant check) (SQLite: the write lock): a push into the tenant
+            # holds it FOR KEY SHARE while it adds a repository, link, manifest or upload
+            # session (storage.catalog), so the purge below — a fresh snapshot once the lock
+            # is ours — sees everything such a push committed, and later pushes find no tenant
+            write_lock(s.connection())
             t = s.execute(select(Tenant).where(Tenant.name == name).with_for_update()).scalar()
             if t is None:
                 raise NotFound(f"tenant {name!r} not found")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from storage.catalog import Catalog
 from storage.content import ContentDriver, UploadState
-from storage.errors import BlobDeleting, BlobUnknown, ContentMissing
+from storage.errors import BlobDeleting, BlobUnknown, ContentMissing, UploadUnknown
 
 log = logging.getLogger("berth.blobs")
 
@@ -76,7 +76,16 @@ class Blobs:
         row, ``driver.commit`` exactly ``size`` bytes, then link (ending the upload session's
         row in the same transaction when ``session``)."""
         await self.pin(digest, size)
-        await self.driver.commit(upload_id, state, size, digest)
+        try:
+            await self.driver.commit(upload_id, state, size, digest)
+        except UploadUnknown:
+            # the upload is gone, but a PUT of this same session may have committed it and died
+            # (SIGKILL) before the link: its row still says "complete", and the content under the
+            # digest is whole and verified (only a verified commit places it). Link that, so the
+            # client's retry of the PUT succeeds instead of 404 on a session it cannot finish.
+            if not session or await self.driver.stat(digest) != size:
+                raise
+            log.info("upload %s was committed by a request that died before its link; linking %s", upload_id, digest)
         await self.catalog.link_blob(name, digest, size, finished_upload=upload_id if session else None)
 
     async def pin(self, digest: str, size: int) -> None:

@@ -308,3 +308,172 @@ def test_berth_gc_command(tmp_path, capsys):
     assert main(["gc", "--data", str(data)]) == 0
     assert "1 blobs (22 bytes)" in capsys.readouterr().out
     assert asyncio.run(driver.stat(digest)) is None
+
+
+# ---- dry run, untagged manifests, the server's collection (issue 7 part 3) ------------------------
+
+async def test_dry_run_reports_what_would_go_and_changes_nothing(env):
+    catalog, blobs, _ = env
+    layer = await store_blob(catalog, blobs, "a/b", b"layer!", age=7200)
+    cfg = await store_blob(catalog, blobs, "a/b", b"config", age=7200)
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
+    orphan = await place(blobs, b"no row at all")  # a crash between placing and pinning/linking
+    await catalog.delete_manifest("a/b", of_bytes(body))
+    await _age_links(catalog)
+    would = await collect(catalog, blobs, grace=3600, dry_run=True)
+    assert would.dry_run
+    assert (would.links_removed, would.blobs_removed, would.bytes_freed) == (2, 3, 6 + 6 + 13)
+    assert await size(blobs, layer) == 6 and await size(blobs, orphan) == 13
+    assert await catalog.blob_size("a/b", layer) == 6  # the link is still there
+    done = await collect(catalog, blobs, grace=3600)
+    assert (done.links_removed, done.blobs_removed, done.bytes_freed) == (2, 3, 25)
+
+
+async def _untagged(catalog, blobs, name: str, data: bytes, tag: str | None):
+    layer = await store_blob(catalog, blobs, name, data)
+    cfg = await store_blob(catalog, blobs, name, b"config")
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest(name, of_bytes(body), parse(body, None), body, tag)
+    return of_bytes(body), body
+
+
+async def test_untagged_manifests_removed_only_when_configured_and_old(env):
+    from storage.models import Manifest
+
+    catalog, blobs, _ = env
+    untagged, _ = await _untagged(catalog, blobs, "a/b", b"layer1", None)
+    tagged, _ = await _untagged(catalog, blobs, "a/b", b"layer2", "v1")
+    # a child of an index stays, untagged as it is
+    child, child_body = await _untagged(catalog, blobs, "a/c", b"layer3", None)
+    index = ('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":'
+             f'"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":{len(child_body)}}}]}}').encode()
+    await catalog.put_manifest("a/c", of_bytes(index), parse(index, None), index, "multi")
+    assert (await collect(catalog, blobs, grace=3600)).manifests_removed == 0  # off by default
+    assert (await collect(catalog, blobs, grace=3600, untagged_after=3600)).manifests_removed == 0  # young
+    await catalog.db.write(lambda c: c.execute(update(Manifest).values(created_at=OLD)))
+    assert (await collect(catalog, blobs, grace=3600, untagged_after=3600, dry_run=True)).manifests_removed == 1
+    report = await collect(catalog, blobs, grace=0, untagged_after=3600)
+    assert report.manifests_removed == 1
+    assert report.links_removed == 1 and report.blobs_removed == 1  # its layer (the config is shared with v1)
+    with pytest.raises(Exception):
+        await catalog.get_manifest("a/b", untagged)
+    assert (await catalog.get_manifest("a/b", tagged)).digest == tagged
+    assert (await catalog.get_manifest("a/c", child)).digest == child
+
+
+async def test_a_manifest_tagged_again_is_not_collected(env):
+    """The PUT that tags an old untagged manifest locks it; the collector re-checks after."""
+    from storage.models import Manifest
+
+    catalog, blobs, _ = env
+    digest, body = await _untagged(catalog, blobs, "a/b", b"layer1", None)
+    await catalog.db.write(lambda c: c.execute(update(Manifest).values(created_at=OLD)))
+    await catalog.put_manifest("a/b", digest, parse(body, None), body, "again")
+    assert (await collect(catalog, blobs, grace=3600, untagged_after=3600)).manifests_removed == 0
+    assert (await catalog.get_manifest("a/b", "again")).digest == digest
+
+
+async def test_server_collects_with_the_configured_grace(tmp_path, database_url):
+    """registry.app.run_gc_once: the one call the server's loop makes (and a lease wraps)."""
+    from registry import bootstrap
+    from registry.app import run_gc_once
+    from registry.config import Config
+
+    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
+    cfg.gc.grace = 0
+    svc = bootstrap.build(cfg)
+    await bootstrap.start(svc)
+    try:
+        orphan = await place(svc.driver, b"left by a crash")
+        report = await run_gc_once(svc)
+        assert report.blobs_removed == 1 and await svc.driver.stat(orphan) is None
+    finally:
+        await bootstrap.stop(svc)
+
+
+def test_gc_config_keys(tmp_path):
+    from registry.config import Config
+
+    p = tmp_path / "c.yaml"
+    p.write_text("gc:\n  interval: 0\n  grace: 60\n  untagged_manifests_after: 86400\n")
+    c = Config.load(p, env={"BERTH_GC_GRACE": "30"})
+    assert (c.gc.interval, c.gc.grace, c.gc.untagged_manifests_after) == (0, 30, 86400)
+    assert Config.load(None, env={}).gc.interval == 3600
+
+
+def test_berth_gc_dry_run_command(tmp_path, capsys):
+    import asyncio
+
+    from registry.cli import main
+
+    data = tmp_path / "data"
+    driver = FilesystemDriver(data)
+    asyncio.run(driver.check())
+    digest = asyncio.run(place(driver, b"left behind by a crash"))
+    assert main(["gc", "--data", str(data), "--dry-run"]) == 0
+    assert "would remove 0 unreferenced blob links, 1 blobs (22 bytes)" in capsys.readouterr().out
+    assert asyncio.run(driver.stat(digest)) == 22
+
+
+async def test_rowless_upload_bytes_go_after_15_minutes_idle(env):
+    """What a SIGKILL leaves of a monolithic push (bytes, no session row) is not a resumable
+    session: the next collection takes it once idle for ORPHAN_UPLOAD_IDLE, whatever upload_expiry."""
+    from storage.gc import ORPHAN_UPLOAD_IDLE
+
+    catalog, blobs, layout = env
+    dead, live = "c" * 32, "d" * 32
+    for u in (dead, live):
+        await blobs.start_upload(u)
+    past = time.time() - ORPHAN_UPLOAD_IDLE - 60
+    os.utime(layout.upload(dead), (past, past))
+    kept = await start_session(catalog, blobs)  # a resumable session, as old: kept for upload_expiry
+    os.utime(layout.upload(kept), (past, past))
+    await catalog.db.write(lambda c: c.execute(update(Upload).values(updated_at=past)))
+    assert (await collect(catalog, blobs, grace=3600, upload_expiry=86400)).uploads_removed == 1
+    assert sorted(p.name for p in layout.uploads.iterdir()) == sorted([kept, live])
+
+
+async def test_a_pinned_blob_is_the_pushs_until_its_link_even_with_grace_0(env):
+    """pin → commit → link while a collector with grace 0 runs between commit and link: before
+    the pin held the row (last_used_at = now + PIN_HOLD), the collector marked the unlinked row,
+    deleted the content just placed, and the link failed (BlobDeleting)."""
+    catalog, blobs, _ = env
+    data = b"placed a moment ago"
+    digest = of_bytes(data)
+    assert await catalog.pin_blob(digest, len(data))
+    await place(blobs, data)
+    report = await collect(catalog, blobs, grace=0)
+    assert report.blobs_removed == 0
+    await catalog.link_blob("a/b", digest, len(data))
+    assert await read(blobs, digest) == data
+
+
+async def test_a_dead_pushs_pin_lapses(env):
+    """A push killed between pin and link: its row and content go once PIN_HOLD has passed."""
+    from storage.catalog import PIN_HOLD
+
+    catalog, blobs, _ = env
+    data = b"pinned and placed, then SIGKILL"
+    digest = of_bytes(data)
+    assert await catalog.pin_blob(digest, len(data))
+    await place(blobs, data)
+    await age_blob(catalog, digest, 1)  # last_used_at: a second ago
+    await catalog.db.write(lambda c: c.execute(update(Blob).values(last_used_at=time.time() - PIN_HOLD - 1)))
+    assert (await collect(catalog, blobs, grace=0)).blobs_removed == 1
+
+
+async def test_a_pushs_links_wait_for_its_manifest_even_with_grace_0(env):
+    """Blobs pushed (201), the manifest not yet PUT, a collector with grace 0 in between: the
+    push's links are dated PIN_HOLD ahead, so the manifest PUT finds them. Once a manifest
+    referenced them and is deleted, grace 0 takes them at the next collection."""
+    catalog, blobs, _ = env
+    layer = await store_blob(catalog, blobs, "a/b", b"layer!")
+    cfg = await store_blob(catalog, blobs, "a/b", b"config")
+    report = await collect(catalog, blobs, grace=0)
+    assert (report.links_removed, report.blobs_removed) == (0, 0)
+    body = _manifest(cfg, layer)
+    await catalog.put_manifest("a/b", of_bytes(body), parse(body, None), body, "v1")
+    await catalog.delete_manifest("a/b", of_bytes(body))
+    report = await collect(catalog, blobs, grace=0)
+    assert (report.links_removed, report.blobs_removed) == (2, 2)
