@@ -16,10 +16,16 @@ def _one_line_errors(command):
     def run(args: argparse.Namespace) -> int:
         from .config import ConfigError
 
+        from storage.migrations import SchemaError
+
         try:
             return command(args)
         except ConfigError as e:
-            print(f"berth: configuration: {e}", file=sys.stderr)
+            for problem in e.problems:
+                print(f"berth: configuration: {problem}", file=sys.stderr)
+            return 2
+        except SchemaError as e:  # database.auto_migrate: false and an old schema, or a newer one
+            print(f"berth: database: {e}", file=sys.stderr)
             return 2
 
     return run
@@ -74,7 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
         import ssl
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+        try:
+            ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+        except (ssl.SSLError, OSError) as e:
+            print(f"berth: configuration: tls_cert {config.tls_cert!r} / tls_key {config.tls_key!r}: "
+                  f"not a usable PEM certificate chain and key ({e})", file=sys.stderr)
+            return 2
     scheme = "https" if ssl_context else "http"
     if workers > 1 and not args.worker and not args.prepare:
         # the supervisor never imports the application: it stays a few MiB
@@ -98,6 +109,20 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})",
               flush=True)
     access_log = logging.getLogger("berth.access") if config.access_log else None
+    try:
+        _run_app(web, app, config, ssl_context, access_log, args)
+    except OSError as e:
+        import errno
+        import socket
+
+        if not isinstance(e, socket.gaierror) and e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"berth: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_app(web, app, config: Config, ssl_context, access_log, args: argparse.Namespace) -> None:
     web.run_app(
         app,
         host=config.host,
@@ -108,7 +133,6 @@ def _serve(args: argparse.Namespace) -> int:
         access_log_format='%a "%r" %s %b %Tfs',
         reuse_port=True if args.worker else None,  # workers share the port (SO_REUSEPORT)
     )
-    return 0
 
 
 # ---- berth serve --workers N: N processes on one port ------------------------------------------
@@ -468,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
     ks.choices["retire"].add_argument("kid")
 
     _add_admin_parsers(sub)
+    from . import commands
+
+    commands.add_parsers(sub)  # version, config show, db upgrade|current|check
     return p
 
 
@@ -476,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    return _one_line_errors(args.func)(args)
 
 
 if __name__ == "__main__":
