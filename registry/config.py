@@ -510,7 +510,8 @@ def _load(cls: type, path: Any, env: typing.Mapping[str, str], overrides: dict[s
             problems.append(f"{leaf.key} = {shown(leaf, value)!r} ({srcs.get(leaf.key, 'default')}): {problem}")
             failed_sections.add(leaf.path[0])
         elif leaf.field.metadata.get("choices") and isinstance(value, str):
-            _set(cfg, leaf.path, next(c for c in leaf.field.metadata["choices"] if c.lower() == value.lower()))
+            _set(cfg, leaf.path, next((c for c in leaf.field.metadata["choices"]
+                                       if isinstance(c, str) and c.lower() == value.lower()), value))
 
     # a section's own validate() (cross-setting checks; it checks its subsections itself)
     hints = typing.get_type_hints(cls)

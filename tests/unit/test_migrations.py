@@ -190,3 +190,9 @@ async def test_auto_migrate_off_refuses_an_old_schema(empty_url, tmp_path, monke
         assert await db.read(lambda c: c.execute(text("SELECT count(*) FROM users")).scalar()) == 0  # no admin
     finally:
         await db.dispose()
+
+
+def test_one_head():
+    """Two branches that each added a revision after the same parent: chain one after the other."""
+    heads = migrations.script().get_heads()
+    assert len(heads) == 1, f"several heads {heads}: set one's down_revision to the other"
