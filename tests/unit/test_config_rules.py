@@ -42,6 +42,9 @@ def sample(tp):
         return sample(next(a for a in typing.get_args(tp) if a is not type(None)))
     if origin is list:
         return "a,b", ["a", "b"]
+    if origin is typing.Literal:
+        return str(typing.get_args(tp)[0]), typing.get_args(tp)[0]
+    assert tp in (bool, int, float, str, Path), f"a setting of type {tp}: teach registry.config._coerce and this test"
     return {bool: ("true", True), int: ("7", 7), float: ("2.5", 2.5), str: ("x", "x"), Path: ("/p", Path("/p"))}[tp]
 
 
