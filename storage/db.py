@@ -151,19 +151,45 @@ class Database:
     async def create_schema(self, auto_migrate: bool = True) -> None:
         """Bring the schema to this release's (``berth db upgrade``: Alembic, storage.migrations), or
         with ``auto_migrate`` false raise ``storage.migrations.SchemaError`` unless it is current."""
-        if auto_migrate:
-            await self.write(_migrate)
-        else:
-            await self.read(_require_current)
+        async with self._reachable():
+            if auto_migrate:
+                await self.write(_migrate)
+            else:
+                await self.read(_require_current)
 
     async def upgrade_schema(self) -> tuple[str | None, str]:
         """Migrate to the head; (revision before, revision after)."""
-        return await self.write(_migrate)
+        async with self._reachable():
+            return await self.write(_migrate)
 
     async def schema_state(self):
         from . import migrations  # noqa: PLC0415
 
-        return await self.read(migrations.state)
+        async with self._reachable():
+            return await self.read(migrations.state)
+
+    @contextlib.asynccontextmanager
+    async def _reachable(self):
+        """A database that cannot be reached or opened (refused, unknown host, wrong password, no
+        such database, unwritable SQLite file) is ``storage.migrations.DatabaseUnavailable``: one line
+        and exit 2 at start-up, not a traceback."""
+        from sqlalchemy.exc import DBAPIError, OperationalError  # noqa: PLC0415
+
+        from .migrations import DatabaseUnavailable  # noqa: PLC0415
+
+        kinds: tuple = (OSError, OperationalError, DBAPIError)
+        with contextlib.suppress(ImportError):
+            import asyncpg  # noqa: PLC0415
+
+            kinds += (asyncpg.PostgresError, asyncpg.InterfaceError)
+        try:
+            yield
+        except kinds as e:
+            from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+            where = make_url(self.url).render_as_string(hide_password=True)
+            reason = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+            raise DatabaseUnavailable(f"cannot use the database {where}: {reason}") from e
 
     async def dispose(self) -> None:
         if self._async_engine is not None:

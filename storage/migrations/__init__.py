@@ -29,6 +29,10 @@ class SchemaError(Exception):
     """The database's schema cannot be used by this release (``berth`` exits 2)."""
 
 
+class DatabaseUnavailable(SchemaError):
+    """The database cannot be reached or opened at all (``berth`` exits 2)."""
+
+
 @dataclasses.dataclass
 class SchemaState:
     current: str | None

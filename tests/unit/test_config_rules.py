@@ -219,3 +219,18 @@ def test_version_and_help(capsys):
     ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for name in commands:  # every command is documented with the exit codes
         assert f"`berth {name}" in ops, name
+
+
+@pytest.mark.parametrize("cmd", [["db", "upgrade"], ["db", "current"], ["serve", "--prepare"], ["tenant", "list"]])
+def test_unreachable_database_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, cmd):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: connections are refused
+    monkeypatch.setenv("BERTH_DATABASE_URL", f"postgresql+asyncpg://berth:pw@127.0.0.1:{port}/berth")
+    monkeypatch.setenv("BERTH_ADMIN_PASSWORD", "x")
+    assert cli.main([*cmd, "--data", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"berth: database: cannot use the database postgresql+asyncpg://berth:***@127.0.0.1:{port}/berth")
+    assert len(err.splitlines()) == 1 and "pw@" not in err
