@@ -16,15 +16,17 @@ def _one_line_errors(command):
     def run(args: argparse.Namespace) -> int:
         from .config import ConfigError
 
-        from storage.migrations import SchemaError
-
         try:
             return command(args)
         except ConfigError as e:
             for problem in e.problems:
                 print(f"berth: configuration: {problem}", file=sys.stderr)
             return 2
-        except SchemaError as e:  # database.auto_migrate: false and an old schema, or a newer one
+        except Exception as e:
+            from storage.migrations import SchemaError  # alembic: imported on this path only
+
+            if not isinstance(e, SchemaError):  # unreachable database, or a schema not current
+                raise
             print(f"berth: database: {e}", file=sys.stderr)
             return 2
 
