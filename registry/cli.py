@@ -456,7 +456,9 @@ def _actions(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="berth", description="Berth, a private multi-tenant OCI registry")
+    p = argparse.ArgumentParser(prog="berth", description="Berth, a private multi-tenant OCI registry",
+                                epilog="exit codes: 0 done, 1 failed, 2 bad configuration or unusable storage or "
+                                       "database, 3 gc lease held by another process (docs/operations.md)")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the registry")

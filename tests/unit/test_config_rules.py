@@ -216,6 +216,7 @@ def test_version_and_help(capsys):
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for name in commands:
         assert name in help_text, name
+    assert "exit codes: 0" in help_text
     ops = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
     for name in commands:  # every command is documented with the exit codes
         assert f"`berth {name}" in ops, name
