@@ -38,9 +38,9 @@ def build(config: Config) -> Services:
 
 
 async def start(svc: Services) -> None:
-    """Create the schema (when missing) and check the content store can be used
+    """Migrate the schema (``database.auto_migrate``; else refuse an old one) and check the content store can be used
     (``storage.errors.DriverUnavailable`` otherwise)."""
-    await svc.db.create_schema()
+    await svc.db.create_schema(auto_migrate=svc.config.database.auto_migrate)
     await svc.driver.check()
 
 

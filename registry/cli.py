@@ -18,7 +18,15 @@ def _one_line_errors(command):
         try:
             return command(args)
         except ConfigError as e:
-            print(f"berth: configuration: {e}", file=sys.stderr)
+            for problem in e.problems:
+                print(f"berth: configuration: {problem}", file=sys.stderr)
+            return 2
+        except Exception as e:
+            from storage.migrations import SchemaError  # alembic: imported on this path only
+
+            if not isinstance(e, SchemaError):  # unreachable database, or a schema not current
+                raise
+            print(f"berth: database: {e}", file=sys.stderr)
             return 2
 
     return run
@@ -73,7 +81,12 @@ def _serve(args: argparse.Namespace) -> int:
         import ssl
 
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+        try:
+            ssl_context.load_cert_chain(config.tls_cert, config.tls_key)
+        except (ssl.SSLError, OSError) as e:
+            print(f"berth: configuration: tls_cert {config.tls_cert!r} / tls_key {config.tls_key!r}: "
+                  f"not a usable PEM certificate chain and key ({e})", file=sys.stderr)
+            return 2
     scheme = "https" if ssl_context else "http"
     if workers > 1 and not args.worker and not args.prepare:
         # the supervisor never imports the application: it stays a few MiB
@@ -98,6 +111,20 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.worker:
         print(f"berth: serving on {scheme}://{config.host}:{config.port} (data in {config.data_dir.resolve()})",
               flush=True)
+    try:
+        _run_app(web, app, config, ssl_context, logs, args)
+    except OSError as e:
+        import errno
+        import socket
+
+        if not isinstance(e, socket.gaierror) and e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"berth: cannot listen on {config.host}:{config.port}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_app(web, app, config: Config, ssl_context, logs, args: argparse.Namespace) -> None:
     web.run_app(
         app,
         host=config.host,
@@ -107,7 +134,6 @@ def _serve(args: argparse.Namespace) -> int:
         reuse_port=True if args.worker else None,  # workers share the port (SO_REUSEPORT)
         **logs.server_kwargs(config),  # the access log and the request metrics (registry.logs)
     )
-    return 0
 
 
 # ---- berth serve --workers N: N processes on one port ------------------------------------------
@@ -538,7 +564,9 @@ def _actions(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="berth", description="Berth, a private multi-tenant OCI registry")
+    p = argparse.ArgumentParser(prog="berth", description="Berth, a private multi-tenant OCI registry",
+                                epilog="exit codes: 0 done, 1 failed, 2 bad configuration or unusable storage or "
+                                       "database, 3 gc lease held by another process (docs/operations.md)")
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the registry")
@@ -587,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
     fk.set_defaults(func=_fsck)
 
     _add_admin_parsers(sub)
+    from . import commands
+
+    commands.add_parsers(sub)  # version, config show, db upgrade|current|check
     return p
 
 
@@ -595,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    return args.func(args)
+    return _one_line_errors(args.func)(args)
 
 
 if __name__ == "__main__":

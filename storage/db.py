@@ -33,7 +33,7 @@ from .paths import Layout
 
 T = TypeVar("T")
 DB_THREADS = 4
-SCHEMA_LOCK = 0x6265727468  # PostgreSQL advisory lock key held while the schema is created ("berth")
+SCHEMA_LOCK = 0x6265727468  # PostgreSQL advisory lock key held while the schema is migrated ("berth")
 
 
 def default_url(layout: Layout) -> str:
@@ -59,12 +59,36 @@ def upsert_insert(conn: Connection, model):
     return dialect.insert(model)
 
 
-def _create_schema(conn: Connection) -> None:
+def _schema_lock(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
-        # several Berth instances starting at once on one database: create_all checks, then
-        # creates; without the lock two of them would both try to create the same table
+        # several Berth instances starting at once on one database: one migrates, the others
+        # wait for it and find the schema current (SQLite has one writer: the transaction is the lock)
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-    Base.metadata.create_all(conn)
+
+
+def _migrate(conn: Connection) -> tuple[str | None, str]:
+    from . import migrations  # noqa: PLC0415 - alembic is imported only when the schema is touched
+
+    _schema_lock(conn)
+    before = migrations.current(conn)
+    if before is not None and before == migrations.head():
+        return before, before
+    return migrations.upgrade(conn)
+
+
+def _require_current(conn: Connection) -> None:
+    from . import migrations  # noqa: PLC0415
+
+    state = migrations.state(conn)
+    if not state.is_current:
+        raise migrations.SchemaError(
+            f"the database schema is at {state.current or 'nothing'}, this release needs {state.head} and "
+            "database.auto_migrate is false: run `berth db upgrade` first"
+            + (f" ({state.note})" if state.note else ""))
+
+
+def _create_schema(conn: Connection) -> None:
+    _migrate(conn)
 
 
 class Database:
@@ -124,8 +148,48 @@ class Database:
             return await conn.run_sync(fn, *args)
 
     # ---- lifecycle -------------------------------------------------------------
-    async def create_schema(self) -> None:
-        await self.write(_create_schema)
+    async def create_schema(self, auto_migrate: bool = True) -> None:
+        """Bring the schema to this release's (``berth db upgrade``: Alembic, storage.migrations), or
+        with ``auto_migrate`` false raise ``storage.migrations.SchemaError`` unless it is current."""
+        async with self._reachable():
+            if auto_migrate:
+                await self.write(_migrate)
+            else:
+                await self.read(_require_current)
+
+    async def upgrade_schema(self) -> tuple[str | None, str]:
+        """Migrate to the head; (revision before, revision after)."""
+        async with self._reachable():
+            return await self.write(_migrate)
+
+    async def schema_state(self):
+        from . import migrations  # noqa: PLC0415
+
+        async with self._reachable():
+            return await self.read(migrations.state)
+
+    @contextlib.asynccontextmanager
+    async def _reachable(self):
+        """A database that cannot be reached or opened (refused, unknown host, wrong password, no
+        such database, unwritable SQLite file) is ``storage.migrations.DatabaseUnavailable``: one line
+        and exit 2 at start-up, not a traceback."""
+        from sqlalchemy.exc import DBAPIError, OperationalError  # noqa: PLC0415
+
+        from .migrations import DatabaseUnavailable  # noqa: PLC0415
+
+        kinds: tuple = (OSError, OperationalError, DBAPIError)
+        with contextlib.suppress(ImportError):
+            import asyncpg  # noqa: PLC0415
+
+            kinds += (asyncpg.PostgresError, asyncpg.InterfaceError)
+        try:
+            yield
+        except kinds as e:
+            from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+            where = make_url(self.url).render_as_string(hide_password=True)
+            reason = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+            raise DatabaseUnavailable(f"cannot use the database {where}: {reason}") from e
 
     async def dispose(self) -> None:
         if self._async_engine is not None:
