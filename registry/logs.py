@@ -139,7 +139,7 @@ class TextFormatter(logging.Formatter):
             record.msg, record.args = (
                 '%s %s %s %s "%s %s" %s %sB in %sB out %.4fs',
                 (a["request_id"], a["client"], who, a.get("repository") or a.get("tenant") or "-",
-                 a["method"], a["route"], a["status"], a["bytes_in"], a["bytes_out"], a["duration"]),
+                 a["method"], a.get("path") or a["route"], a["status"], a["bytes_in"], a["bytes_out"], a["duration"]),
             )
         else:
             rid = getattr(record, "request_id", None)
@@ -343,6 +343,10 @@ class AccessLogger(AbstractAccessLogger):
             "repository": repository,
             "method": method,
             "route": route,
+            # the path as sent; the query only on the distribution API, whose parameters (digest,
+            # mount, from, n, last, artifactType) are no secrets — /auth/token's may be (podman
+            # sends its OAuth form there), /admin/'s are paging
+            "path": request.path_qs if request.path.startswith("/v2/") else request.path,
             "status": status,
             "bytes_in": bytes_in,
             "bytes_out": bytes_out,

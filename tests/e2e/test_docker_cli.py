@@ -93,8 +93,19 @@ class Registry:
         assert res.status == status, f"{method} {path} -> {res.status} {res.body[:500]!r}"
         return res.json()
 
-    def access_log(self, since: int) -> list[str]:
-        return [line for line in self.server.log(since).splitlines() if "berth.access" in line]
+    def access_log(self, since: int) -> list[dict]:
+        """The JSON access-log entries (registry.logs) written since ``since``."""
+        out = []
+        for line in self.server.log(since).splitlines():
+            if '"logger": "berth.access"' in line:
+                out.append(json.loads(line[line.index("{"):]))
+        return out
+
+
+def hit(log: list[dict], method: str, path: str, status: int, *, prefix: bool = False) -> bool:
+    """Some request ``method path`` (or, with ``prefix``, a path starting so) was answered ``status``."""
+    return any(e["method"] == method and e["status"] == status
+               and (e["path"].startswith(path) if prefix else e["path"] == path) for e in log)
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +172,11 @@ def test_login_stores_an_identity_token_not_the_password(reg, alice):
     assert reg.users["alice"].password not in alice.config_path.read_text()
     claims = jwt_claims(token)
     assert claims["sub"] == "alice", claims
-    # login asked for a refresh token (offline_token=true) on the token realm
-    assert any("/auth/token?" in line and "offline_token=true" in line for line in alice.login_log), alice.login_log
+    # login asked the token realm for a refresh token (offline_token=true): the identity token is
+    # one (its audience is the service's refresh audience), and the realm answered it (the JSON
+    # access log names routes, never query strings, which may carry credentials)
+    assert claims["aud"].endswith("#refresh"), claims
+    assert any(e["route"] == "/auth/token" and e["status"] == 200 for e in alice.login_log), alice.login_log
 
 
 def test_manifest_push_builds_a_list_of_the_exact_children(reg, alice, skopeo, pushed_list):
@@ -192,14 +206,15 @@ def test_manifest_push_builds_a_list_of_the_exact_children(reg, alice, skopeo, p
 
     # the wire: cross-repository mounts answered 201, children PUT by digest, the list PUT by tag
     log = pushed_list["log"]
-    mounts = [line for line in log if '"POST /v2/acme/multi/blobs/uploads/?' in line and "mount=" in line]
-    assert mounts and all(re.search(r'HTTP/1\.1" 201 ', line) for line in mounts), mounts
+    mounts = [e for e in log if e["method"] == "POST" and e["path"].startswith("/v2/acme/multi/blobs/uploads/?")
+              and "mount=" in e["path"]]
+    assert mounts and all(e["status"] == 201 for e in mounts), mounts
     for img in (amd, arm):
-        assert any(f'"PUT /v2/acme/multi/manifests/{img.digest} ' in line and '" 201 ' in line for line in log), log
-    assert any('"PUT /v2/acme/multi/manifests/1 ' in line and '" 201 ' in line for line in log), log
+        assert hit(log, "PUT", f"/v2/acme/multi/manifests/{img.digest}", 201), log
+    assert hit(log, "PUT", "/v2/acme/multi/manifests/1", 201), log
     # tokens came from POST /auth/token (grant_type=refresh_token: docker holds no password) — never a Basic GET
-    assert any('"POST /auth/token ' in line and '" 200 ' in line for line in log), log
-    assert not any('"GET /auth/token' in line for line in log), log
+    assert hit(log, "POST", "/auth/token", 200), log
+    assert not any(e["method"] == "GET" and e["route"] == "/auth/token" for e in log), log
 
 
 def test_manifest_inspect_shows_both_platforms_from_the_registry(reg, alice, pushed_list):
@@ -207,7 +222,7 @@ def test_manifest_inspect_shows_both_platforms_from_the_registry(reg, alice, pus
     assert not (alice.config_dir / "manifests").exists() or not any((alice.config_dir / "manifests").iterdir())
     mark = reg.server.log_size()
     doc = json.loads(alice("manifest", "inspect", "--insecure", f"{reg.host}/acme/multi:1"))
-    assert any('"GET /v2/acme/multi/manifests/1 ' in line and '" 200 ' in line for line in reg.access_log(mark))
+    assert hit(reg.access_log(mark), "GET", "/v2/acme/multi/manifests/1", 200), reg.access_log(mark)
     assert doc["mediaType"] == DOCKER_LIST
     got = {(d["platform"]["os"], d["platform"]["architecture"]): d["digest"] for d in doc["manifests"]}
     assert got == {("linux", "amd64"): reg.images["amd64"].digest, ("linux", "arm64"): reg.images["arm64"].digest}
@@ -226,7 +241,7 @@ def test_tampered_identity_token_is_refused(reg, alice, pushed_list, docker_bin,
     cli.config_path.write_text(json.dumps(config))
     mark = reg.server.log_size()
     assert_auth_failure(cli, "manifest", "inspect", "--insecure", f"{reg.host}/acme/multi:1")
-    assert any('"POST /auth/token ' in line and '" 401 ' in line for line in reg.access_log(mark)), reg.access_log(mark)
+    assert hit(reg.access_log(mark), "POST", "/auth/token", 401), reg.access_log(mark)
 
 
 def test_other_tenant_cannot_inspect_acme_list(reg, docker_bin, e2e_root, pushed_list):
