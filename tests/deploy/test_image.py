@@ -54,19 +54,37 @@ def test_image_config_keeps_the_dockerfile_promises(podman_env):
 
 @pytest.fixture
 def container(podman_env, request):
-    """A container of the image on the host network, read-only root, /data bind-mounted, /tmp tmpfs."""
+    """A container of the image as config/kubernetes/berth.yaml runs it: on the host network,
+    read-only root, /data bind-mounted, /tmp a tmpfs, `serve --config /etc/berth/berth.yaml` with
+    the ConfigMap's file, the signing key of the Secret mounted read-only where it says."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from .spec import manifests
+
+    docs = {(d.kind, d.name): d.body for d in manifests() if d.file == "berth.yaml"}
+    deploy = docs[("Deployment", "berth")]
+    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     root = lower_tempdir("berth-image-")
     data = root / "data"
     data.mkdir()
     os.chown(data, 10001, 10001)
+    (root / "config").mkdir()
+    (root / "config" / "berth.yaml").write_text(docs[("ConfigMap", "berth-config")]["data"]["berth.yaml"])
+    key = ec.generate_private_key(ec.SECP256R1())
+    (root / "keys").mkdir()
+    (root / "keys" / "signing-key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(root / "keys" / "signing-key.pem", 0o440)
+    os.chown(root / "keys" / "signing-key.pem", 0, 10001)  # as the Secret volume: defaultMode 0440, fsGroup
     port = free_port()
     name = f"berth-test-{os.urandom(3).hex()}"
     password = "image-test-admin-pw"
     # --health-interval=disable: no systemd timer here; the test runs the check itself
     run(["podman", "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
          "--health-interval=disable",
-         "-v", f"{data}:/data", "-e", f"BERTH_PORT={port}", "-e", f"BERTH_ADMIN_PASSWORD={password}",
-         IMAGE], env=podman_env)
+         "-v", f"{data}:/data", "-v", f"{root / 'config'}:/etc/berth:ro", "-v", f"{root / 'keys'}:/etc/berth-keys:ro",
+         "-e", f"BERTH_PORT={port}", "-e", f"BERTH_ADMIN_PASSWORD={password}", IMAGE, *args], env=podman_env)
 
     def cleanup():
         if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
@@ -87,6 +105,7 @@ def container(podman_env, request):
         assert state == "running", run(["podman", "logs", name], env=podman_env, check=False)
         assert time.monotonic() < deadline, "the container did not answer GET /v2/ within 60 s"
         time.sleep(0.5)
+    server.signing_public_key = key.public_key()
     return name, server, data
 
 
@@ -97,6 +116,17 @@ def test_runs_non_root_on_a_read_only_root(container, podman_env):
         run(["podman", "exec", name, "touch", "/opt/berth/x"], env=podman_env)
     assert (data / "berth.db").exists() and (data / "berth.db").stat().st_uid == 10001
     run(["podman", "healthcheck", "run", name], env=podman_env)  # the HEALTHCHECK command passes
+
+
+def test_tokens_are_signed_with_the_mounted_key(container):
+    import jwt
+
+    _, server, _ = container
+    basic = "Basic " + base64.b64encode(str(server.admin).encode()).decode()
+    res = server.request("GET", "/auth/token?service=berth&scope=registry:catalog:*", headers={"Authorization": basic})
+    assert res.status == 200, res.body
+    claims = jwt.decode(res.json()["token"], server.signing_public_key, algorithms=["ES256"], audience="berth")
+    assert claims["sub"] == "admin"
 
 
 def test_push_a_multi_arch_image_and_pull_it_with_a_pull_secret(container, podman_env, tmp_path):
