@@ -90,7 +90,7 @@ class Pusher:
     def wait_for(self, count: int) -> None:
         with self.cond:
             self.cond.wait_for(lambda: len(self.order) >= count or self.errors or not any(
-                t.is_alive() for t in self.threads))
+                t.is_alive() for t in self.threads), timeout=600)  # a guard against a hang, not a timing
         assert not self.errors, self.errors
         assert len(self.order) >= count, "the pushers ended before enough pushes"
 
