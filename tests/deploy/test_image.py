@@ -80,11 +80,6 @@ def container(podman_env, request):
     port = free_port()
     name = f"berth-test-{os.urandom(3).hex()}"
     password = "image-test-admin-pw"
-    # --health-interval=disable: no systemd timer here; the test runs the check itself
-    run(["podman", "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
-         "--health-interval=disable",
-         "-v", f"{data}:/data", "-v", f"{root / 'config'}:/etc/berth:ro", "-v", f"{root / 'keys'}:/etc/berth-keys:ro",
-         "-e", f"BERTH_PORT={port}", "-e", f"BERTH_ADMIN_PASSWORD={password}", IMAGE, *args], env=podman_env)
 
     def cleanup():
         if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
@@ -93,6 +88,11 @@ def container(podman_env, request):
         shutil.rmtree(root, ignore_errors=True)
 
     request.addfinalizer(cleanup)
+    # --health-interval=disable: no systemd timer here; the test runs the check itself
+    run(["podman", "run", "-d", "--name", name, "--network", "host", "--read-only", "--tmpfs", "/tmp",
+         "--health-interval=disable",
+         "-v", f"{data}:/data", "-v", f"{root / 'config'}:/etc/berth:ro", "-v", f"{root / 'keys'}:/etc/berth-keys:ro",
+         "-e", f"BERTH_PORT={port}", "-e", f"BERTH_ADMIN_PASSWORD={password}", IMAGE, *args], env=podman_env)
     server = BerthServer(root, auth=True, env={"BERTH_ADMIN_PASSWORD": password}, port=port)
     deadline = time.monotonic() + 60
     while True:
