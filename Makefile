@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e process chaos clients bench conformance-compare gc clean
+.PHONY: run test unit e2e process chaos clients bench conformance-compare gc clean image image-test
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ bench-s3: $(BIN)/.installed
 # the conformance port (tests/conformance) over HTTP against `berth serve` and Distribution 2.8.2
 conformance-compare: $(BIN)/.installed clients
 	$(BIN)/python bench/conformance_compare.py $(COMPARE_ARGS)
+
+# the container image with no Docker engine and no registry: a debootstrap Debian base, then
+# `buildah bud` of the Dockerfile (tests/deploy/image.sh; ~5 min the first time, ~1 min after)
+image:
+	bash tests/deploy/image.sh build
+
+# that image run with podman: non-root, read-only root, HEALTHCHECK, a multi-arch push and a pull
+# with a pull Secret through it (tests/deploy/test_image.py; `make test` checks the Dockerfile statically)
+image-test: $(BIN)/.installed clients image
+	$(BIN)/pytest -q -rfEsx -p no:cacheprovider -m image tests/deploy $(PYTEST_ARGS)
 
 gc: $(BIN)/.installed
 	$(BIN)/berth gc --data $(DATA)
