@@ -51,12 +51,25 @@ def effective_config(doc, tmp_path: Path) -> tuple[Config, dict[str, str], objec
     for e in c.get("env", []):
         if "value" in e:
             env[e["name"]] = str(e["value"])
+        elif e["name"].endswith("DATABASE_URL"):  # validated at load: a placeholder of the right form
+            env[e["name"]] = "postgresql+asyncpg://berth:placeholder@postgres/berth"
         else:
             env[e["name"]] = "placeholder"
     path = None
-    if args.config:
+    text = file_from_volume(doc, args.config) if args.config else None
+    # files the configuration names on read-only Secret mounts (the signing key) must exist at
+    # load (registry.config validates them): stand-ins under tmp_path, at the same relative place
+    for mount_path, _, volume in mounts(doc):
+        if "secret" in volume and text is not None and mount_path in text:
+            stand_in = tmp_path / "mounts" / mount_path.strip("/")
+            text = text.replace(mount_path, str(stand_in))
+            for rel in {t.split(str(stand_in) + "/", 1)[1].split()[0].strip("'\"") for t in text.split("\n")
+                        if str(stand_in) + "/" in t}:
+                (stand_in / rel).parent.mkdir(parents=True, exist_ok=True)
+                (stand_in / rel).write_text("stand-in")
+    if text is not None:
         path = tmp_path / "berth.yaml"
-        path.write_text(file_from_volume(doc, args.config))
+        path.write_text(text)
     cfg = Config.load(path, env=env, host=args.host, port=args.port, data_dir=args.data)
     return cfg, env, args
 
@@ -230,7 +243,8 @@ def test_secrets_referenced_exist_with_their_keys(doc, tmp_path):
         assert ref["key"] in keys, (ref, keys)
     cfg, _, _ = effective_config(doc, tmp_path)
     if cfg.auth.signing_key:  # the configured signing key is a file of a mounted Secret
-        assert "BEGIN PRIVATE KEY" in file_from_volume(doc, cfg.auth.signing_key)
+        in_container = "/" + str(cfg.auth.signing_key).split(f"{tmp_path}/mounts/", 1)[-1].lstrip("/")
+        assert "BEGIN PRIVATE KEY" in file_from_volume(doc, in_container)
 
 
 @pytest.mark.parametrize("doc", BERTH_DEPLOYMENTS, ids=DEPLOY_IDS)
