@@ -1,0 +1,86 @@
+"""What the fuzzer found, each held by a test that failed before its fix (in-process app).
+
+The aiohttp test server serializes response headers as ``berth serve`` does, so a header
+built from unchecked request data shows here as it does live: no response at all.
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from yarl import URL
+
+from registry.app import create_app
+from registry.config import Config
+from registry.httplog import ClientErrorFilter
+
+D = "sha256:" + "0" * 64
+CONTROL = ["%00", "%0a", "%0d", "%0d%0a", "%01", "%1f", "%7f", "%09", "%0d%0aX-Evil:%201"]
+ROUTES = [
+    ("GET", "/v2/fuzz/a{c}b/manifests/latest"),
+    ("PUT", "/v2/fuzz/a{c}b/manifests/latest"),
+    ("DELETE", f"/v2/fuzz/a{{c}}b/manifests/{D}"),
+    ("HEAD", f"/v2/fuzz/a{{c}}b/blobs/{D}"),
+    ("DELETE", f"/v2/fuzz/a{{c}}b/blobs/{D}"),
+    ("POST", "/v2/fuzz/a{c}b/blobs/uploads/"),
+    ("PATCH", "/v2/fuzz/a{c}b/blobs/uploads/" + "f" * 32),
+    ("GET", "/v2/a{c}/tags/list"),
+    ("GET", f"/v2/{{c}}x/referrers/{D}"),
+]
+
+
+@pytest.fixture
+async def auth_client(aiohttp_client, tmp_path):
+    cfg = Config(data_dir=tmp_path / "data")
+    cfg.auth.enabled = True
+    cfg.auth.admin_password = "fuzz-admin-password"
+    return await aiohttp_client(create_app(cfg))
+
+
+@pytest.mark.parametrize("method,template", ROUTES, ids=[f"{m} {t.split('/')[-2]}" for m, t in ROUTES])
+async def test_control_characters_in_a_name_are_name_invalid_not_a_dropped_connection(auth_client, method, template):
+    """Issue 7: the name was echoed into the WWW-Authenticate challenge; a NUL, CR or LF made
+    aiohttp refuse to serialize the header and close the connection with no response."""
+    for c in CONTROL:
+        r = await auth_client.request(method, URL(template.format(c=c), encoded=True))
+        assert r.status == 400, (c, r.status)
+        assert "WWW-Authenticate" not in r.headers
+        if method != "HEAD":
+            body = json.loads(await r.read())
+            assert body["errors"][0]["code"] == "NAME_INVALID", body
+
+
+async def test_an_invalid_host_header_is_not_echoed_into_the_challenge(auth_client):
+    for host in ('a"b', "a b", "a\\b", "x/y", "a,realm=evil"):
+        r = await auth_client.get("/v2/", headers={"Host": host})
+        assert r.status == 400, (host, r.status, r.headers.get("WWW-Authenticate"))
+        assert "WWW-Authenticate" not in r.headers
+        assert (await r.json())["errors"][0]["code"] == "INVALID_REQUEST"
+    for host in ("registry.example.com", "registry.example.com:5000", "127.0.0.1:5000", "[::1]:5000"):
+        r = await auth_client.get("/v2/", headers={"Host": host})
+        assert r.status == 401
+        assert f'realm="http://{host}/auth/token"' in r.headers["WWW-Authenticate"]
+
+
+def test_parser_errors_are_logged_as_one_warning_line_without_a_traceback():
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    try:
+        raise BadHttpMessage("Invalid header value char")
+    except BadHttpMessage:
+        import sys
+
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                                   ("127.0.0.1",), sys.exc_info())
+    assert ClientErrorFilter().filter(record)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "127.0.0.1" in record.getMessage() and "Invalid header value char" in record.getMessage()
+    # a real server error keeps its traceback
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        import sys
+
+        other = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Unhandled exception", (), sys.exc_info())
+    assert ClientErrorFilter().filter(other) and other.exc_info is not None and other.levelno == logging.ERROR
