@@ -9,7 +9,7 @@ from aiohttp import web
 
 from storage.gc import sweep_uploads
 
-from . import bootstrap, middleware
+from . import bootstrap, httplog, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -37,6 +37,7 @@ async def _sweep_uploads(svc: Services) -> None:
 
 def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
+    httplog.install()  # a request the HTTP parser refuses is a WARNING line, not an ERROR traceback
 
     middlewares = [middleware.errors]
     if config.auth.enabled:
