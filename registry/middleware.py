@@ -6,6 +6,7 @@ import logging
 import re
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from storage.errors import StorageError
 
@@ -34,7 +35,15 @@ async def errors(request: web.Request, handler):
         code = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}.get(e.status, "UNKNOWN")
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")}
         return error_response(APIError(code, e.reason, status=e.status, headers=headers))
-    except (asyncio.CancelledError, ConnectionResetError):
+    except HttpProcessingError as e:  # the body's framing broke (bad chunk size, …): the client's fault
+        return error_response(APIError("SIZE_INVALID", f"malformed request body: {' '.join(str(e.message).split())[:200]}",
+                                       status=400))
+    except ConnectionResetError:
+        # the client went away (mid-body, mid-download): one line, not a traceback; the answer
+        # is written only if the connection still takes it (aiohttp ignores a failed write)
+        log.info("client closed the connection during %s %s", request.method, request.path)
+        return error_response(APIError("SIZE_INVALID", "the connection was lost before the request ended", status=400))
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

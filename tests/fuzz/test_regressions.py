@@ -84,3 +84,63 @@ def test_parser_errors_are_logged_as_one_warning_line_without_a_traceback():
 
         other = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Unhandled exception", (), sys.exc_info())
     assert ClientErrorFilter().filter(other) and other.exc_info is not None and other.levelno == logging.ERROR
+
+
+# ---- bodies that break off: found by test_framing ---------------------------------------------
+
+@pytest.fixture
+async def open_client(aiohttp_client, tmp_path):
+    cfg = Config(data_dir=tmp_path / "data")
+    cfg.auth.enabled = False
+    return await aiohttp_client(create_app(cfg))
+
+
+async def _exchange(port: int, first: bytes, rest: bytes, *, half_close: bool = False) -> bytes:
+    """Send ``first``, let the server start the handler, then ``rest``; return all it answers."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(first)
+    await writer.drain()
+    for _ in range(20):  # let the server parse the head and start reading the body
+        await asyncio.sleep(0.01)
+    writer.write(rest)
+    if half_close:
+        writer.write_eof()
+    await writer.drain()
+    answer = b""
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), 5):
+            answer += chunk
+    except (asyncio.TimeoutError, ConnectionError):
+        pass
+    writer.close()
+    return answer
+
+
+HEAD = "POST /v2/a/b/blobs/uploads/?digest=sha256:{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".format("0" * 64)
+
+
+async def test_a_broken_chunk_in_the_middle_of_a_body_is_400_not_500(open_client):
+    """A bad chunk size after the handler started reading reached the error middleware as an
+    aiohttp payload error: 500 UNKNOWN and an ERROR traceback. Now 400 SIZE_INVALID."""
+    answer = await _exchange(open_client.server.port, (HEAD + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n").encode(),
+                             b"zz\r\n\r\n")
+    status = int(answer.split(b" ", 2)[1])
+    assert status == 400, answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["errors"][0]["code"] == "SIZE_INVALID"
+
+
+async def test_a_body_cut_off_by_the_client_logs_one_line_not_a_traceback(open_client, caplog):
+    """The client announces 100 bytes, sends 5 and closes its side: the handler's read fails with
+    ConnectionResetError, which aiohttp logged at ERROR with a traceback. Nothing is stored."""
+    caplog.set_level(logging.INFO)
+    await _exchange(open_client.server.port, (HEAD + "Content-Length: 100\r\n\r\n").encode(), b"hello", half_close=True)
+    for _ in range(50):  # the handler finishes after the client has gone
+        import asyncio
+
+        await asyncio.sleep(0.01)
+    records = [r for r in caplog.records if r.name.startswith(("aiohttp", "berth"))]
+    assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR], [r.getMessage() for r in records]
+    r = await open_client.head("/v2/a/b/blobs/sha256:" + "0" * 64)
+    assert r.status == 404
