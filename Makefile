@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e process clients bench conformance-compare gc clean
+.PHONY: run test unit e2e process fuzz clients bench conformance-compare gc clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ e2e: $(BIN)/.installed clients
 # real berth processes: two servers on one data dir, SIGKILL mid-upload, berth gc (tests/process)
 process: $(BIN)/.installed
 	$(BIN)/pytest -q -rfEsx -m process $(PYTEST_ARGS)
+
+# generated hostile input against live servers, auth on/off, SQLite and PostgreSQL (tests/fuzz);
+# N cases in all (the test suite runs FUZZ_EXAMPLES=2400 by default): make fuzz N=20000
+N ?= 10000
+fuzz: $(BIN)/.installed
+	FUZZ_EXAMPLES=$(N) $(BIN)/pytest -q -rfEs -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
