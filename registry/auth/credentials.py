@@ -55,7 +55,7 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeError, ValueError):  # ValueError: non-ASCII in the header (was a 500)
         return None
     username, sep, password = decoded.partition(":")
     return (username, password) if sep else None
