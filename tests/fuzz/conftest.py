@@ -30,7 +30,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "2400"))
 SHARE = {"routes": 0.5, "framing": 0.15, "uploads": 0.15, "manifests": 0.2}
 
 SERVER_PARAMS = [
-    pytest.param((auth, db), id=f"{'auth-on' if auth else 'auth-off'}-{getattr(db, 'values', [db])[0]}",
+    pytest.param((auth, getattr(db, "values", [db])[0]), id=f"{'auth-on' if auth else 'auth-off'}-{getattr(db, 'values', [db])[0]}",
                  marks=getattr(db, "marks", ()))
     for db in DATABASE_PARAMS for auth in (False, True)
 ]
