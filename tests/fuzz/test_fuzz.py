@@ -160,7 +160,9 @@ def raw_requests(draw, live):
         tail = draw(st.sampled_from([b"0\r\n\r\n", b"0\r\nX-Trailer: 1\r\n\r\n", b"", b"0\r\n", b"zz\r\n\r\n"]))
         payload = b"".join(size_fmt.format(len(c)).encode() + b"\r\n" + c + b"\r\n" for c in chunks) + tail
         data = build(method, target.encode(), headers + [(b"Transfer-Encoding", b"chunked")], payload, framing=False)
-        half_close = optional = tail in (b"", b"0\r\n")
+        # a chunk size that may announce more than follows (or no last chunk) leaves the server waiting
+        # for the rest, as it must: the client then closes its side, and an answer is optional
+        half_close = optional = tail in (b"", b"0\r\n") or size_fmt not in ("{:x}", "{:X}", "{:x};ext=1")
     elif kind == "control":  # raw control bytes in the request line or a header
         ctl = draw(st.sampled_from([b"\x00", b"\x01", b"\r", b"\n", b"\x7f", b"\x1b", b"\t", b"\xff", b" "]))
         where = draw(st.sampled_from(["path", "name", "value", "header-name"]))
