@@ -121,6 +121,7 @@ def test_routes(live, data):
         ("Content-Type", S.content_type), ("Content-Range", S.content_range), ("Range", S.byte_range),
         ("Accept", S.content_type), ("Docker-Upload-UUID", S.upload_id), ("If-None-Match", S.digest),
         ("X-Forwarded-For", S.text), ("Origin", S.text), ("Sec-Fetch-Site", S.text), ("Accept-Encoding", S.text),
+        ("X-Request-ID", S.text), ("X-Forwarded-Proto", S.text), ("Forwarded", S.text),  # headers a server may echo
     ]), max_size=4, unique_by=lambda kv: kv[0])):
         headers.append((key.encode(), S.header_value(draw(strat))))
     body = draw(S.body) if method in ("POST", "PUT", "PATCH") or draw(st.booleans()) else None
