@@ -24,6 +24,11 @@ async def errors(request: web.Request, handler):
     try:
         if request.path.startswith("/v2/") and _DOT_SEGMENT.search(request.raw_path.split("?", 1)[0]):
             raise APIError("NAME_INVALID", "path segments '.' and '..' are not allowed")
+        if any("\x00" in k or "\x00" in v for k, v in request.query.items()) or (
+                not request.path.startswith("/v2/") and "\x00" in request.path):
+            # no identifier, name, tag, digest or filter of Berth holds NUL, and PostgreSQL refuses it
+            # in text: refused here, before it reaches a query (names under /v2/ fail their grammar)
+            raise APIError("INVALID_REQUEST", "NUL characters are not allowed in the path or query")
         return await handler(request)
     except APIError as e:
         return error_response(e)

@@ -63,6 +63,8 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
 
 async def password_login(auth: AuthService, request: web.Request, username: str, password: str) -> Identity | None:
     """The identity for these credentials, None when they are wrong; 429 while locked out."""
+    if "\x00" in username or "\x00" in password:  # no principal has NUL in its name; bcrypt refuses it in a secret
+        return None
     try:
         return await auth.login(username, password, client_address(request))
     except TooManyAttempts as e:

@@ -171,3 +171,38 @@ async def test_credentials_that_are_not_ascii_are_401_not_500(auth_client, path,
                               + value + b"\r\nConnection: close\r\n\r\n")
     assert status == 401, (status, body)
     assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+# ---- NUL reaching PostgreSQL: found by test_routes on the PostgreSQL servers -----------------
+
+@pytest.fixture
+async def pg_or_sqlite_client(aiohttp_client, tmp_path, database_url):
+    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
+    cfg.auth.enabled = True
+    cfg.auth.admin_password = "fuzz-admin-password"
+    return await aiohttp_client(create_app(cfg))
+
+
+async def test_nul_in_a_query_or_an_admin_path_is_400_not_500(pg_or_sqlite_client):
+    """PostgreSQL refuses NUL in text ("invalid byte sequence for encoding UTF8: 0x00"): a NUL in
+    `last`, `artifactType`, an admin path or a username answered 500 there (SQLite had no trouble)."""
+    import base64
+
+    admin = {"Authorization": "Basic " + base64.b64encode(b"admin:fuzz-admin-password").decode()}
+    c = pg_or_sqlite_client
+    for path in ["/v2/_catalog?last=a%00", "/v2/a/b/tags/list?last=%00", f"/v2/a/b/referrers/sha256:{'0' * 64}?artifactType=%00",
+                 "/admin/tenants/a%00b/robots", "/admin/users/a%00b", "/admin/audit?tenant=a%00"]:
+        r = await c.get(URL(path, encoded=True), headers=admin)
+        assert r.status == 400, (path, r.status, await r.text())
+        assert (await r.json())["errors"][0]["code"] == "INVALID_REQUEST"
+    r = await c.put(URL("/admin/tenants/t/members/a%00b", encoded=True), json={"role": "reader"}, headers=admin)
+    assert r.status == 400
+    # a username holding NUL is simply wrong credentials
+    nul = {"Authorization": "Basic " + base64.b64encode(b"ad\x00min:fuzz-admin-password").decode()}
+    for path in ["/v2/", "/auth/token", "/admin/whoami"]:
+        r = await c.get(path, headers=nul)
+        assert r.status == 401, (path, r.status, await r.text())
+    r = await c.post("/admin/tenants", json={"name": "acme"}, headers=admin)
+    assert r.status == 201
+    r = await c.put("/admin/tenants/acme/members/a\x00b", json={"role": "reader"}, headers=admin)
+    assert r.status in (400, 404), (r.status, await r.text())
