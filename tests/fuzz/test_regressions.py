@@ -206,3 +206,15 @@ async def test_nul_in_a_query_or_an_admin_path_is_400_not_500(pg_or_sqlite_clien
     assert r.status == 201
     r = await c.put("/admin/tenants/acme/members/a\x00b", json={"role": "reader"}, headers=admin)
     assert r.status in (400, 404), (r.status, await r.text())
+
+
+async def test_a_lone_surrogate_in_an_admin_body_is_400_not_500(auth_client):
+    """JSON's "\\udcff" escape decodes to a lone surrogate: creating a user with such a password
+    failed in bcrypt's encode with a 500."""
+    import base64
+
+    admin = {"Authorization": "Basic " + base64.b64encode(b"admin:fuzz-admin-password").decode(),
+             "Content-Type": "application/json"}
+    r = await auth_client.post("/admin/users", data=b'{"username": "bob", "password": "\\udcffabcdefgh"}', headers=admin)
+    assert r.status == 400, (r.status, await r.text())
+    assert (await r.json())["errors"][0]["code"] == "INVALID_REQUEST"
