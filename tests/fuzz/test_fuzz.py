@@ -187,6 +187,9 @@ def raw_requests(draw, live):
         path = draw(st.sampled_from([target.encode(), b"*", b"http://evil/v2/", b"", b"/v2/" + b"a/" * 5000,
                                      b"/v2/%", b"/v2/%zz/tags/list", b"//v2//"]))
         data = method.encode("latin-1") + b" " + path + b" " + version + b"\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        # CONNECT opens a tunnel: the HTTP parser then waits for the client (no Berth code runs;
+        # docs/api.md): the client closes its side, and an answer is optional
+        half_close = optional = method == "CONNECT"
         method = method if method in ("GET", "HEAD") else "GET"
     elif kind == "host":
         bad = draw(st.sampled_from([b"", b"a b", b'a"b', b"a,realm=x", b"[::1", b"a:b:c", b"\xff", b"x" * 5000, b"a@b"]))
@@ -262,14 +265,20 @@ def test_uploads(live, steps, last, digest_kind, repo):
     digest = {"right": S.sha256(acked + last), "wrong": S.sha256(acked + last + b"!"), "of-all-sent": S.sha256(sent + last)}[digest_kind]
     ans = _check(live, "PUT", build("PUT", f"{location}?digest={digest}".encode(), _hdr(live), last or None))
     expected = digest == S.sha256(acked + last)
+    pushed = _pushed.setdefault(live.port, set())
     if ans.status == 201:
         assert expected, f"blob {digest} accepted but {len(acked + last)} bytes were acknowledged"
         got = live.request("GET", f"/v2/{name}/blobs/{digest}")
         assert got.status == 200 and got.body == acked + last, (got.status, len(got.body))
+        pushed.add((name, digest))
     else:
         assert not expected, f"an upload with the right digest refused: {ans.status} {ans.body[:300]!r}"
         assert ans.status == 400 and json.loads(ans.body)["errors"][0]["code"] == "DIGEST_INVALID", (ans.status, ans.body)
-        assert live.request("HEAD", f"/v2/{name}/blobs/{digest}").status == 404
+        if (name, digest) not in pushed:  # an earlier example may have pushed those very bytes there
+            assert live.request("HEAD", f"/v2/{name}/blobs/{digest}").status == 404
+
+
+_pushed: dict[int, set] = {}
 
 
 def _hdr(live) -> list[tuple[bytes, bytes]]:
