@@ -35,7 +35,7 @@ process: $(BIN)/.installed
 	$(BIN)/pytest -q -rfEsx -m process $(PYTEST_ARGS)
 
 # generated hostile input against live servers, auth on/off, SQLite and PostgreSQL (tests/fuzz);
-# N cases in all (the test suite runs FUZZ_EXAMPLES=1600 by default): make fuzz N=20000
+# N cases in all (the test suite runs FUZZ_EXAMPLES=2400 by default): make fuzz N=20000
 N ?= 10000
 fuzz: $(BIN)/.installed
 	FUZZ_EXAMPLES=$(N) $(BIN)/pytest -q -rfEs -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
