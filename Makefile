@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e process chaos clients bench conformance-compare gc clean image image-test
+.PHONY: run test unit e2e process chaos fuzz clients bench conformance-compare gc clean image image-test
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,10 +36,16 @@ process: $(BIN)/.installed
 
 # SIGKILL a real berth serve N times under concurrent pushes, then verify every 201 and fsck;
 # and gc in a tight loop under load (tests/chaos). `make chaos N=200 SEED=1234 DB=sqlite`
-N  ?= 30
+chaos: N ?= 30
 chaos: $(BIN)/.installed
 	CHAOS_KILLS=$(N) CHAOS_KILLS_POSTGRES=$(N) $(if $(SEED),CHAOS_SEED=$(SEED)) $(if $(DB),BERTH_TEST_DATABASES=$(DB)) \
 	$(BIN)/pytest -q -rfEsx -s -m chaos $(PYTEST_ARGS)
+
+# generated hostile input against live servers, auth on/off, SQLite and PostgreSQL (tests/fuzz);
+# N cases in all (the test suite runs FUZZ_EXAMPLES=2400 by default): make fuzz N=20000
+fuzz: N ?= 10000
+fuzz: $(BIN)/.installed
+	FUZZ_EXAMPLES=$(N) $(BIN)/pytest -q -rfEs -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed clients
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

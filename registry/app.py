@@ -10,7 +10,7 @@ from aiohttp import web
 from storage import leases
 from storage.gc import GCReport, collect, sweep_uploads
 
-from . import bootstrap, limits, logs, middleware
+from . import bootstrap, httplog, limits, logs, middleware
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -68,6 +68,7 @@ async def _collect_garbage(svc: Services) -> None:
 
 def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
+    httplog.install()  # a request the HTTP parser refuses is a WARNING line, not an ERROR traceback
 
     middlewares = [logs.request_ids, middleware.errors, limits.header_limit(config.limits)]
     if config.auth.enabled:

@@ -6,6 +6,7 @@ import logging
 import re
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from storage.errors import StorageError
 
@@ -23,6 +24,11 @@ async def errors(request: web.Request, handler):
     try:
         if request.path.startswith("/v2/") and _DOT_SEGMENT.search(request.raw_path.split("?", 1)[0]):
             raise APIError("NAME_INVALID", "path segments '.' and '..' are not allowed")
+        if any("\x00" in k or "\x00" in v for k, v in request.query.items()) or (
+                not request.path.startswith("/v2/") and "\x00" in request.path):
+            # no identifier, name, tag, digest or filter of Berth holds NUL, and PostgreSQL refuses it
+            # in text: refused here, before it reaches a query (names under /v2/ fail their grammar)
+            raise APIError("INVALID_REQUEST", "NUL characters are not allowed in the path or query")
         return await handler(request)
     except APIError as e:
         return error_response(e)
@@ -34,7 +40,15 @@ async def errors(request: web.Request, handler):
         code = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}.get(e.status, "UNKNOWN")
         headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "www-authenticate", "retry-after")}
         return error_response(APIError(code, e.reason, status=e.status, headers=headers))
-    except (asyncio.CancelledError, ConnectionResetError):
+    except HttpProcessingError as e:  # the body's framing broke (bad chunk size, …): the client's fault
+        return error_response(APIError("SIZE_INVALID", f"malformed request body: {' '.join(str(e.message).split())[:200]}",
+                                       status=400))
+    except ConnectionResetError:
+        # the client went away (mid-body, mid-download): one line, not a traceback; the answer
+        # is written only if the connection still takes it (aiohttp ignores a failed write)
+        log.info("client closed the connection during %s %s", request.method, request.path)
+        return error_response(APIError("SIZE_INVALID", "the connection was lost before the request ended", status=400))
+    except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)

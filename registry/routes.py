@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .api import base, blobs, catalog, manifests, referrers, tags, uploads
 
-NAME = r"{name:.+}"
+NAME = r"{name:[\s\S]+}"  # any character, a newline too: such a name is NAME_INVALID, not an unknown route
 DIGEST = r"{digest:[^/]+}"
 
 

@@ -144,6 +144,8 @@ class Principals:
             raise Conflict(f"tenant {name!r} already exists") from None
 
     async def get_tenant(self, name: str) -> TenantRecord | None:
+        if not isinstance(name, str) or "\x00" in name:  # no name holds NUL; PostgreSQL refuses it in text
+            return None
         def run(s: Session) -> TenantRecord | None:
             t = s.execute(select(Tenant).where(Tenant.name == name)).scalar()
             return TenantRecord(t.name, t.public, t.created_at, t.id, t.quota_bytes) if t else None
@@ -233,6 +235,8 @@ class Principals:
             raise Conflict(f"user {username!r} already exists") from None
 
     async def get_user(self, username: str) -> UserRecord | None:
+        if not isinstance(username, str) or "\x00" in username:  # no name holds NUL; PostgreSQL refuses it in text
+            return None
         def run(s: Session) -> UserRecord | None:
             u = s.execute(select(User).where(User.username == username)).scalar()
             if u is None:
@@ -408,6 +412,8 @@ class Principals:
         return await self._read(lambda s: [self._robot(r, tenant) for r in s.execute(q).scalars().all()])
 
     async def get_robot(self, username: str) -> RobotRecord | None:
+        if not isinstance(username, str) or "\x00" in username:  # no name holds NUL; PostgreSQL refuses it in text
+            return None
         q = select(Robot, Tenant.name).join(Tenant, Tenant.id == Robot.tenant_id).where(Robot.username == username)
 
         def run(s: Session) -> RobotRecord | None:

@@ -14,6 +14,8 @@ and number length too (``storage.jsonlimits``, 400 INVALID_REQUEST).
 """
 from __future__ import annotations
 
+import json
+
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -182,6 +184,10 @@ async def body(request: web.Request, *allowed: str) -> dict:
             raise invalid("the request body must be a JSON object") from None
     if not isinstance(data, dict):
         raise invalid("the request body must be a JSON object")
+    try:  # a "\udcff" escape decodes to a lone surrogate, which no store or hash can encode (was a 500)
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("the request body holds a string that is not valid Unicode (a lone surrogate)") from None
     unknown = sorted(set(data) - set(allowed))
     if unknown:
         raise invalid(f"unknown field(s): {', '.join(unknown)}; expected {', '.join(allowed)}", {"unknown": unknown})

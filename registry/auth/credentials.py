@@ -55,7 +55,7 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeError, ValueError):  # ValueError: non-ASCII in the header (was a 500)
         return None
     username, sep, password = decoded.partition(":")
     return (username, password) if sep else None
@@ -63,6 +63,8 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
 
 async def password_login(auth: AuthService, request: web.Request, username: str, password: str) -> Identity | None:
     """The identity for these credentials, None when they are wrong; 429 while locked out."""
+    if "\x00" in username or "\x00" in password:  # no principal has NUL in its name; bcrypt refuses it in a secret
+        return None
     try:
         return await auth.login(username, password, client_address(request))
     except TooManyAttempts as e:

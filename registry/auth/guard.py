@@ -1,8 +1,11 @@
 """The /v2/ guard: which scope a request needs, and whether the caller has it."""
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
+from .. import names
 from ..errors import APIError
 from ..limits import IDENTITY_KEY
 from ..logs import PRINCIPAL
@@ -58,11 +61,22 @@ async def open_guard(request: web.Request, handler):
 # ---- auth enabled: registry tokens (and HTTP Basic) --------------------------------
 
 
+# a DNS name or IPv4 address (letters, digits, '.', '-', '_') or an IP literal, and an optional
+# port: the hosts a registry is reached by (RFC 3986 allows more in a reg-name, none in use)
+_HOST = re.compile(r"^(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._-]+)(?::[0-9]{1,5})?\Z")
+
+
 def realm_url(request: web.Request, realm: str | None) -> str:
-    """The configured realm, else this server's own token endpoint as the client reached it."""
+    """The configured realm, else this server's own token endpoint as the client reached it.
+
+    The Host header is echoed into the challenge only when it is a valid host[:port]
+    (RFC 9112 §3.2: a request with an invalid Host is answered 400)."""
     if realm:
         return realm
-    return f"{request.scheme}://{request.host}/auth/token"
+    host = request.host
+    if not _HOST.match(host):
+        raise APIError("INVALID_REQUEST", "invalid Host header", {"host": host})
+    return f"{request.scheme}://{host}/auth/token"
 
 
 def _quote(value: str) -> str:
@@ -107,6 +121,10 @@ def token_guard(get_auth, auth_config):
             return await handler(request)
         auth = get_auth()
         scope = required_scope(request)
+        if scope is not None and scope[0] == "repository":
+            # the name goes into the challenge header: only a name of the spec's grammar
+            # (anything else, NUL/CR/LF included, is 400 NAME_INVALID, as without auth)
+            names.repository(scope[1])
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer" and value.strip():

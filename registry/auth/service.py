@@ -490,7 +490,7 @@ class AuthService:
     def _verify(self, token: str, audience: str) -> dict:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as e:
+        except (jwt.PyJWTError, UnicodeError) as e:  # UnicodeError: a token that is not even UTF-8 (was a 500)
             raise InvalidToken(f"malformed token: {e}") from None
         key = self.keys.by_kid.get(header.get("kid", ""))
         if key is None:
