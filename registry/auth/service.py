@@ -466,7 +466,7 @@ class AuthService:
         if token is not None and (token, audience) not in self._verified:
             try:
                 kid = jwt.get_unverified_header(token).get("kid")
-            except jwt.PyJWTError:
+            except (jwt.PyJWTError, UnicodeError):  # not even UTF-8: _verify refuses it (InvalidToken)
                 kid = None
             kid = kid if isinstance(kid, str) else None
         if await self.keys.refresh(kid):
