@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import secrets
 
 import pytest
@@ -94,9 +95,17 @@ class Registry:
         return res.json()
 
     def access_log(self, since: int) -> list[dict]:
-        """The JSON access-log entries (registry.logs) written since ``since``."""
+        """The JSON access-log entries (registry.logs) written since ``since``. The server writes
+        its log from a thread, in batches: read once the log has stopped growing (≤ 3 s)."""
+        text, deadline = self.server.log(since), time.monotonic() + 3
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.server.log(since)
+            if now == text:
+                break
+            text = now
         out = []
-        for line in self.server.log(since).splitlines():
+        for line in text.splitlines():
             if '"logger": "berth.access"' in line:
                 out.append(json.loads(line[line.index("{"):]))
         return out

@@ -46,8 +46,9 @@ async def test_one_json_access_line_per_request(serve, config, logged):
     assert len(lines) == 1
     line = lines[0]
     assert set(line) == {"time", "level", "logger", "request_id", "client", "principal", "tenant", "repository",
-                         "method", "route", "status", "bytes_in", "bytes_out", "duration"}
+                         "method", "route", "path", "status", "bytes_in", "bytes_out", "duration"}
     assert line["route"] == "/v2/{name}/manifests/{reference}"
+    assert line["path"] == "/v2/acme/app/manifests/v1"
     assert (line["method"], line["status"], line["repository"], line["tenant"]) == ("GET", 200, "acme/app", "acme")
     assert line["client"] == "127.0.0.1" and line["principal"] is None  # auth off: nobody authenticated
     assert line["bytes_out"] > len(body) and line["bytes_in"] == 0 and line["duration"] > 0
