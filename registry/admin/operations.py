@@ -42,10 +42,10 @@ from ..errors import APIError
 
 ROLES = tuple(ROLE_ACTIONS)  # reader, writer, owner: defined once, in storage.principals
 MAX_AUDIT_LIMIT = 1000
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # DNS subdomain (Secret name)
-_K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # DNS label
-_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
-_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,127}$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\Z")  # DNS subdomain (Secret name)
+_K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")  # DNS label
+_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
+_SUBJECT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:/+-]{0,127}\Z")
 
 
 @dataclass(frozen=True)

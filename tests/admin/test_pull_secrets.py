@@ -84,6 +84,8 @@ async def test_named_robot_and_expiry(client, principals):
     {"namespace": "ok", "server": "bad host"},
     {"namespace": "ok", "robot": "Bad Robot"},
     {"namespace": "ok", "kind": "Secret"},
+    {"namespace": "shop\n"},  # "$" took a trailing newline: the patterns end in \Z
+    {"namespace": "ok", "name": "regcred\n"},
 ])
 async def test_bad_bodies_are_400(client, body):
     r = await client.post("/admin/tenants/acme/pull-secrets", json=body, headers=ALICE)
