@@ -215,38 +215,51 @@ def _die_with_parent() -> None:
         raise SystemExit(0)
 
 
-def _gc(args: argparse.Namespace) -> int:
-    from storage import leases
+def _with_services(config: Config, work):
+    """Run ``await work(svc)`` on services built, started (schema, ``driver.check()``) and stopped
+    around it, as `berth serve` does: (result, None), or (None, 2) with one line on stderr when
+    the content store cannot be used."""
     from storage.errors import DriverUnavailable
-    from storage.gc import collect
 
     from . import bootstrap
-
-    config = Config.load(args.config, data_dir=args.data)
-    grace = config.gc.grace if args.grace is None else args.grace
-    untagged = config.gc.untagged_manifests_after if args.untagged_after is None else args.untagged_after
 
     async def run():
         svc = bootstrap.build(config)
         try:
             await bootstrap.start(svc)
-            # one collector at a time across every replica and cron job (storage.leases)
-            held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
-                svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
-                untagged_after=untagged, dry_run=args.dry_run))
-            if not held:
-                holder = await leases.current_holder(svc.db, leases.GC_LEASE)
-                who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
-                print(f"berth: garbage collection is already running: {who}; nothing done", file=sys.stderr)
-            return report
+            return await work(svc)
         finally:
             await bootstrap.stop(svc)
 
     try:
-        report = asyncio.run(run())
+        return asyncio.run(run()), None
     except DriverUnavailable as e:
         print(f"berth: {e.message}", file=sys.stderr)
-        return 2
+        return None, 2
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from storage import leases
+    from storage.gc import collect
+
+    config = Config.load(args.config, data_dir=args.data)
+    grace = config.gc.grace if args.grace is None else args.grace
+    untagged = config.gc.untagged_manifests_after if args.untagged_after is None else args.untagged_after
+
+    async def run(svc):
+        # one collector at a time across every replica and cron job (storage.leases)
+        held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
+            svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
+            untagged_after=untagged, dry_run=args.dry_run))
+        if not held:
+            holder = await leases.current_holder(svc.db, leases.GC_LEASE)
+            who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
+            print(f"berth: garbage collection is already running: {who}; nothing done", file=sys.stderr)
+        return report
+
+    report, failed = _with_services(config, run)
+    if failed:
+        return failed
     if report is None:
         return 3
     verb = "would remove" if report.dry_run else "removed"
@@ -305,31 +318,23 @@ def _fsck(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from storage.errors import DriverUnavailable
     from storage.fsck import fsck
-
-    from . import bootstrap
 
     config = Config.load(args.config, data_dir=args.data)
     quarantine = Path(args.quarantine) if args.quarantine else Path(config.data_dir) / "quarantine"
     bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
 
-    async def run():
-        svc = bootstrap.build(config)
+    async def run(svc):
         try:
-            await bootstrap.start(svc)
             return await fsck(svc.catalog, svc.driver, repair=args.repair, quarantine=quarantine,
                               progress=bar.update if bar else None)
         finally:
             if bar:
                 bar.close()
-            await bootstrap.stop(svc)
 
-    try:
-        report = asyncio.run(run())
-    except DriverUnavailable as e:
-        print(f"berth: {e.message}", file=sys.stderr)
-        return 2
+    report, failed = _with_services(config, run)
+    if failed:
+        return failed
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
