@@ -138,7 +138,7 @@ def token_guard(get_auth, auth_config):
             identity = await password_login(auth, request, *creds) if creds is not None else None
             if identity is None:
                 raise challenge(request, auth_config, scope, None, "invalid username or password")
-            access = await auth.identity_access(identity)
+            access = await auth.identity_access(identity, *(scope[:2] if scope is not None else ()))
         else:
             raise challenge(request, auth_config, scope)
 

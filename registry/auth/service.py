@@ -42,6 +42,7 @@ log = logging.getLogger("berth.auth")
 REPOSITORY_ACTIONS = ("pull", "push", "delete")
 LEEWAY = 60  # seconds of clock skew accepted on exp/nbf
 PRINCIPAL_CACHE_TTL = 5.0  # seconds a principal's state is trusted from memory (forget() drops it)
+TENANT_MISS_REFRESH = 0.5  # a tenant not in a snapshot older than this re-reads the list (created on another replica)
 VERIFIED_TOKENS = 4096  # signature-checked tokens remembered (LRU); exp is re-checked on every use
 ADMIN_USERNAME = "admin"
 KNOWN_PAIR_TTL = 24 * 3600  # a (username, address) that logged in this recently skips the global caps
@@ -100,6 +101,13 @@ class _Tenants:
     names: frozenset[str]
     public: frozenset[str]
     generations: Mapping[str, str] = field(default_factory=dict)  # name -> "t<id>:<created>"
+
+
+def _tenant_of(type_: str, name: str) -> tuple[str, ...]:
+    """The tenant a resource belongs to, if any (for the snapshot's miss refresh)."""
+    if type_ == "repository" and "/" in name:
+        return (name.partition("/")[0],)
+    return ()
 
 
 def rfc3339(ts: float) -> str:
@@ -239,10 +247,16 @@ class AuthService:
         self._records[username] = (now + PRINCIPAL_CACHE_TTL, rec)
         return rec
 
-    async def tenants(self) -> _Tenants:
+    async def tenants(self, *wanted: str) -> _Tenants:
+        """The tenant snapshot, read at most every PRINCIPAL_CACHE_TTL seconds; sooner when one
+        of ``wanted`` is missing from a snapshot older than TENANT_MISS_REFRESH (a tenant just
+        created through another replica is usable at once, and a name that is no tenant costs
+        at most one read of the list per TENANT_MISS_REFRESH)."""
         now = time.monotonic()
         if self._tenants and self._tenants[0] > now:
-            return self._tenants[1]
+            snap = self._tenants[1]
+            if all(w in snap.names for w in wanted) or self._tenants[0] - now > PRINCIPAL_CACHE_TTL - TENANT_MISS_REFRESH:
+                return snap
         rows = await self.principals.list_tenants()
         snap = _Tenants(frozenset(t.name for t in rows), frozenset(t.name for t in rows if t.public),
                         {t.name: t.generation for t in rows})
@@ -373,10 +387,12 @@ class AuthService:
 
     # ---- permissions -------------------------------------------------------------
     async def allowed_actions(self, identity: Identity, type_: str, name: str) -> set[str]:
-        return allowed_for(identity, type_, name, await self.tenants())
+        return allowed_for(identity, type_, name, await self.tenants(*_tenant_of(type_, name)))
 
-    async def identity_access(self, identity: Identity) -> IdentityAccess:
-        return IdentityAccess(identity, await self.tenants())
+    async def identity_access(self, identity: Identity, type_: str = "", name: str = "") -> IdentityAccess:
+        """What ``identity`` may do; ``type_``/``name``: the resource about to be asked (its tenant
+        is looked up again if the snapshot does not know it yet)."""
+        return IdentityAccess(identity, await self.tenants(*_tenant_of(type_, name)))
 
     async def grant(self, identity: Identity, scopes: list[str]) -> list[dict]:
         """The access entries of a token: each asked scope intersected with what is allowed.
@@ -384,10 +400,11 @@ class AuthService:
         Malformed scopes and scopes with nothing granted are left out (asking for more is
         not an error). ``*`` on a repository asks for every allowed action.
         """
-        tenants = await self.tenants()
+        parsed = parse_scopes(scopes)
+        tenants = await self.tenants(*(t for s in parsed for t in _tenant_of(s.type, s.name)))
         await self._fresh_keys()  # a token is issued next: sign with the current key
         out = []
-        for s in parse_scopes(scopes):
+        for s in parsed:
             allowed = allowed_for(identity, s.type, s.name, tenants)
             if not allowed:
                 continue
@@ -544,7 +561,7 @@ class AuthService:
             ident = Identity("service", claims["sub"], access=tuple(access), tenants=bound)
         else:
             ident = await self._principal_from_claims(claims, "access")
-        tenants = await self.tenants()
+        tenants = await self.tenants(*(t for e in access for t in _tenant_of(e["type"], e["name"])))
         now_access = []
         for e in access:
             allowed = allowed_for(ident, e["type"], e["name"], tenants)

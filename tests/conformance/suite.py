@@ -488,6 +488,8 @@ class Registry:
     # the workflows' recurring "POST an upload, PUT the bytes with ?digest=" setup step
     async def push_blob(self, data: bytes, digest: str | None = None, name: str | None = None) -> Response:
         start = await self.request("POST", f"/v2/{name or self.name}/blobs/uploads/")
+        if not start.location:
+            return start  # the POST failed: its answer says why (a PUT to "" would only say 404)
         return await self.request("PUT", start.relative_location(), query={"digest": digest or digest_of(data)},
                                   headers={"Content-Type": OCTET}, body=data)
 

@@ -177,3 +177,34 @@ def test_berth_keys_cli_list_rotate_retire(tmp_path):
     assert "rotate first" in keys("retire", second[0]["kid"], ok=False)
     third = keys("retire", first[0]["kid"])
     assert [k["state"] for k in third] == ["signing", "retired"]
+
+
+async def test_a_tenant_created_through_one_replica_is_usable_at_once_on_the_other(replicas):
+    """The tenant list is cached for PRINCIPAL_CACHE_TTL, but a tenant missing from it is looked
+    up again: a push right after ``POST /admin/tenants`` through another replica succeeds (CI saw
+    the conformance run through the balancer refused for up to 5 s)."""
+    a, b = replicas
+    await a.app[SERVICES].auth.principals.create_tenant("first")
+    r = await b.get("/v2/first/app/tags/list", headers=ADMIN)  # b's tenant snapshot: only "first"
+    assert r.status == 404, await r.text()
+    await asyncio.sleep(0.6)  # older than the miss-refresh interval, younger than the TTL
+    r = await a.post("/admin/tenants", json={"name": "second"}, headers=ADMIN)
+    assert r.status == 201, await r.text()
+    r = await b.post("/v2/second/app/blobs/uploads/", headers=ADMIN)
+    assert r.status == 202, await r.text()
+    tok = await token(b, "repository:second/app:pull,push")
+    assert jwt.decode(tok, options={"verify_signature": False})["access"][0]["actions"] == ["pull", "push"]
+    # a name that is no tenant stays refused, and is not looked up on every request
+    reads = 0
+    principals = b.app[SERVICES].auth.principals
+    real = principals.list_tenants
+
+    async def counting():
+        nonlocal reads
+        reads += 1
+        return await real()
+    principals.list_tenants = counting
+    for _ in range(20):
+        r = await b.post("/v2/nosuch/app/blobs/uploads/", headers=ADMIN)
+        assert r.status in (401, 403, 404), await r.text()
+    assert reads <= 1
