@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import itertools
 import json
 import logging
 import logging.handlers
@@ -46,8 +47,17 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 QUIET_LOGGERS = ("sqlalchemy", "botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "asyncpg", "aiohttp.access")
 
 
+_ids: tuple[int, str, itertools.count] | None = None  # (pid, random prefix, counter) of this process
+
+
 def new_request_id() -> str:
-    return os.urandom(12).hex()
+    """24 hex digits: 12 random per process (a forked worker draws its own), then a counter.
+    Unique, not secret; os.urandom per request cost a system call on every request."""
+    global _ids
+    pid = os.getpid()
+    if _ids is None or _ids[0] != pid:
+        _ids = (pid, os.urandom(6).hex(), itertools.count())
+    return f"{_ids[1]}{next(_ids[2]) & 0xFFFFFFFFFFFF:012x}"
 
 
 def request_id_of(request: web.BaseRequest) -> str:

@@ -18,7 +18,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     anything else (other units, invalid or several ranges) the whole blob with 200."""
     name = repository(request)
     digest = names.digest(request.match_info["digest"])
-    blob = await services(request).blobs.open(name, digest)
+    blob = await services(request).blobs.open(name, digest, head=request.method == "HEAD")
     size = blob.size
     header = request.headers.get("Range") if request.method == "GET" else None
     try:

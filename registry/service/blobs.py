@@ -54,13 +54,17 @@ class Blobs:
         """Size of a blob ``name`` may serve, or None."""
         return await self.catalog.blob_size(name, digest)
 
-    async def open(self, name: str, digest: str) -> BlobContent:
-        """What a GET/HEAD of ``digest`` in ``name`` serves; BlobUnknown / ContentMissing otherwise."""
+    async def open(self, name: str, digest: str, *, head: bool = False) -> BlobContent:
+        """What a GET/HEAD of ``digest`` in ``name`` serves; BlobUnknown / ContentMissing otherwise.
+
+        ``head``: only the headers will be sent, so the answer comes from the database alone (one
+        query, no file or object touched): a linked blob has its content (the pin protocol above;
+        ``berth fsck`` checks it), and a GET still finds out if it does not."""
         size = await self.catalog.blob_size(name, digest)
         if size is None:
             raise BlobUnknown(f"blob {digest} unknown in {name!r}", {"digest": digest})
-        url = await self.driver.redirect_url(digest)
-        path = None if url is not None else self.driver.local_path(digest)
+        url = await self.driver.redirect_url(digest) if self.driver.redirects else None
+        path = None if url is not None or head else self.driver.local_path(digest)
         if path is not None and await self.driver.stat(digest) is None:
             raise ContentMissing(f"blob {digest} is missing from storage", {"digest": digest})
         return BlobContent(digest, size, url, path, self.driver)

@@ -37,6 +37,7 @@ UploadState = dict[str, Any]  # JSON-serialisable, opaque to everyone but the dr
 @runtime_checkable
 class ContentDriver(Protocol):
     name: str  # "filesystem" | "s3"
+    redirects: bool  # redirect_url may answer a URL (else it is never asked: no call on the hot path)
 
     # ---- lifecycle -------------------------------------------------------------------
     async def check(self) -> None:

@@ -39,6 +39,7 @@ def _fsync_dir(path: Path) -> None:
 
 class FilesystemDriver:
     name = "filesystem"
+    redirects = False
 
     def __init__(self, root: Path | str) -> None:
         self.layout = Layout(root)

@@ -223,6 +223,7 @@ class S3Driver:
         if part_size < MIN_PART:
             raise ValueError(f"part size must be at least {MIN_PART} bytes (S3's minimum)")
         self.config = config
+        self.redirects = bool(config.redirect)
         self.bucket = config.bucket
         self.endpoint = config.endpoint or f"https://s3.{config.region}.amazonaws.com"
         self.prefix = (config.prefix or "").strip("/")
