@@ -70,7 +70,7 @@ def create_app(config: Config) -> web.Application:
     svc = bootstrap.build(config)
     httplog.install()  # a request the HTTP parser refuses is a WARNING line, not an ERROR traceback
 
-    middlewares = [logs.request_ids, middleware.errors, limits.header_limit(config.limits)]
+    middlewares = [middleware.front(config.limits.max_header_bytes)]  # request id, errors, header size
     if config.auth.enabled:
         from .auth.setup import auth_middleware  # noqa: PLC0415 - auth is optional at import time
 
@@ -78,7 +78,8 @@ def create_app(config: Config) -> web.Application:
     else:
         middlewares.append(open_guard)
     limiters = limits.Limiters(config.limits)  # this process's buckets (docs/operations.md)
-    middlewares.append(limits.rate_limit(limiters))
+    if limiters.principals is not None or limiters.tenants is not None:
+        middlewares.append(limits.rate_limit(limiters))
 
     app = web.Application(middlewares=middlewares, client_max_size=config.max_manifest_size,
                           handler_args=limits.handler_args(config.limits))

@@ -11,7 +11,7 @@
   (per replica, per ``--workers`` worker): a principal whose requests are spread over N
   processes may reach N times the rate, and a client on one keep-alive connection (one
   process) is held to it. A restarted process starts with full buckets.
-* **Header size** (``header_limit``): the request's header lines together above
+* **Header size** (``check_headers``): the request's header lines together above
   ``limits.max_header_bytes`` → ``431`` with the OCI error body. One line longer than
   ``limits.max_header_field``, or more than ``limits.max_headers`` lines, are refused by
   aiohttp's parser itself (``400``, before any handler runs): ``handler_args``.
@@ -124,23 +124,18 @@ def handler_args(config: LimitsConfig) -> dict:
     }
 
 
-def header_limit(config: LimitsConfig):
-    limit = config.max_header_bytes
-
-    @web.middleware
-    async def check_headers(request: web.Request, handler):
-        if limit > 0:
-            size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)  # "k: v\r\n"
-            if size > limit:
-                raise APIError(
-                    "SIZE_INVALID",
-                    f"request headers are {size} bytes, more than limits.max_header_bytes ({limit})",
-                    {"limit": limit, "size": size},
-                    status=431,
-                )
-        return await handler(request)
-
-    return check_headers
+def check_headers(request: web.BaseRequest, limit: int) -> None:
+    """``limits.max_header_bytes``: 431 when the header lines together are larger (run by
+    ``registry.middleware.front`` on every request)."""
+    if limit > 0:
+        size = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)  # "k: v\r\n"
+        if size > limit:
+            raise APIError(
+                "SIZE_INVALID",
+                f"request headers are {size} bytes, more than limits.max_header_bytes ({limit})",
+                {"limit": limit, "size": size},
+                status=431,
+            )
 
 
 def rate_limit(limiters: Limiters):
@@ -166,4 +161,4 @@ def rate_limit(limiters: Limiters):
     return limit
 
 
-__all__ = ["Buckets", "Limiters", "IDENTITY_KEY", "principal_of", "header_limit", "rate_limit", "handler_args"]
+__all__ = ["Buckets", "Limiters", "IDENTITY_KEY", "principal_of", "check_headers", "rate_limit", "handler_args"]

@@ -10,6 +10,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from storage.errors import StorageError
 
+from . import logs
 from .errors import APIError, error_response, from_storage
 
 log = logging.getLogger("berth")
@@ -18,10 +19,33 @@ log = logging.getLogger("berth")
 _DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$|\?)", re.IGNORECASE)
 
 
+def front(max_header_bytes: int):
+    """The outermost middleware, one layer for what every request needs first (each aiohttp
+    middleware layer costs a few microseconds a request): its id (``logs.request_id_of``), the
+    header-size limit, and :func:`errors` around everything after it."""
+    from .limits import check_headers  # noqa: PLC0415 - limits imports errors from here
+
+    @web.middleware
+    async def front(request: web.Request, handler):
+        token = logs.current_request_id.set(logs.request_id_of(request))
+        try:
+            return await _answer_errors(request, handler, max_header_bytes, check_headers)
+        finally:
+            logs.current_request_id.reset(token)
+
+    return front
+
+
 @web.middleware
 async def errors(request: web.Request, handler):
     """Answer every failure with the distribution-spec error body; never a traceback."""
+    return await _answer_errors(request, handler, 0, None)
+
+
+async def _answer_errors(request: web.Request, handler, header_limit: int, check_headers) -> web.StreamResponse:
     try:
+        if check_headers is not None:
+            check_headers(request, header_limit)
         if request.path.startswith("/v2/") and _DOT_SEGMENT.search(request.raw_path.split("?", 1)[0]):
             raise APIError("NAME_INVALID", "path segments '.' and '..' are not allowed")
         if any("\x00" in k or "\x00" in v for k, v in request.query.items()) or (

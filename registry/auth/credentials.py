@@ -35,8 +35,10 @@ def client_address(request: web.Request) -> str:
     peer = request.remote or "unknown"
     auth = request.app[SERVICES].auth
     nets = auth.trusted_proxies if auth is not None else ()
+    if not nets:
+        return peer  # the common case: no proxy is trusted, nothing to parse
     ip = _address(peer)
-    if not nets or ip is None or not any(ip in n for n in nets):
+    if ip is None or not any(ip in n for n in nets):
         return peer
     hops = [h.strip() for v in request.headers.getall("X-Forwarded-For", ()) for h in v.split(",") if h.strip()]
     for hop in reversed(hops):
