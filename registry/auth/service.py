@@ -231,6 +231,11 @@ class AuthService:
         # (token, audience) -> claims whose signature, alg, aud and iss were verified: clients
         # reuse one token for many requests, so each pays the ECDSA/RSA check once
         self._verified: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        # token -> (until, epoch, exp, identity, access now): identity_from_token's answer, reused
+        # until the principal record or tenant list it was computed from is due to be re-read, so
+        # a token's repeated use costs one dict lookup; forget() and a key retirement bump the epoch
+        self._granted: dict[str, tuple[float, int, float, Identity, list[dict]]] = {}
+        self._epoch = 0
 
     # ---- principal state (briefly cached) ---------------------------------------
     async def _record(self, username: str) -> UserRecord | RobotRecord | None:
@@ -282,6 +287,8 @@ class AuthService:
         then every robot of that tenant). Call after revoke, rotate, password or membership change, and
         tenant deletion. Tenant lists are re-read too."""
         self._tenants = None
+        self._epoch += 1
+        self._granted.clear()
         robots_of = username + "+"
         def gone(u: str) -> bool:
             return u == username or u.startswith(robots_of)
@@ -488,6 +495,8 @@ class AuthService:
             kid = kid if isinstance(kid, str) else None
         if await self.keys.refresh(kid):
             self._verified.clear()  # a key was retired: its tokens must be checked again
+            self._epoch += 1
+            self._granted.clear()
 
     def _decode(self, token: str, audience: str) -> dict:
         key = (token, audience)
@@ -545,6 +554,26 @@ class AuthService:
     async def identity_from_token(self, token: str) -> tuple[Identity, list[dict]]:
         """Verify a registry token; return who it is for and what it grants now. Raises InvalidToken."""
         await self._fresh_keys(token, self.config.service)
+        hit = self._granted.get(token)
+        if hit is not None:
+            until, epoch, exp, ident, access = hit
+            if (until > time.monotonic() and epoch == self._epoch and exp + LEEWAY > time.time()
+                    and (ident.robot is None or not ident.robot.expired())):
+                return ident, access
+            del self._granted[token]
+        epoch = self._epoch
+        ident, access, exp = await self._identity_from_token(token)
+        until = self._tenants[0] if self._tenants else 0.0
+        if ident.kind in ("admin", "user", "robot"):
+            rec = self._records.get(ident.username)
+            until = min(until, rec[0]) if rec is not None else 0.0
+        if epoch == self._epoch and until > time.monotonic():
+            if len(self._granted) >= VERIFIED_TOKENS:
+                self._granted.clear()
+            self._granted[token] = (until, epoch, exp, ident, access)
+        return ident, access
+
+    async def _identity_from_token(self, token: str) -> tuple[Identity, list[dict], float]:
         claims = self._decode(token, self.config.service)
         access = claims.get("access", [])
         if not isinstance(access, list) or not all(
@@ -568,7 +597,7 @@ class AuthService:
             acts = [a for a in e["actions"] if a in allowed]
             if acts:
                 now_access.append({**e, "actions": acts})
-        return ident, now_access
+        return ident, now_access, float(claims["exp"])
 
     async def identity_from_refresh_token(self, token: str) -> Identity:
         """Verify a refresh token; return its (still valid) principal. Raises InvalidToken."""
