@@ -6,6 +6,7 @@ one synchronous SQLAlchemy Core function in one database round trip through
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zlib
@@ -44,6 +45,7 @@ class UploadRecord:
     driver_state: dict
     started_at: float
     updated_at: float
+    room: tuple[str, int, int] | None = None  # claim_upload(quota=True): quota_room, read in the same transaction
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ def write_lock(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_TENANT_KEY_SHARE = (
+    select(Tenant.id).where(Tenant.name == bindparam("p_tenant")).with_for_update(read=True, key_share=True)
+)
+
+
 def _check_tenant(conn: Connection, name: str) -> None:
     """The repository's tenant exists, and stays until this transaction ends: its row is
     locked ``FOR KEY SHARE`` (PostgreSQL), so a tenant deletion (which locks it ``FOR UPDATE``
@@ -161,9 +168,7 @@ def _check_tenant(conn: Connection, name: str) -> None:
     push and then deletes what it added. Closes the race of a push into a tenant being
     force-deleted (issue 7): never a repository, link or manifest of a tenant that is gone."""
     tenant = name.split("/", 1)[0]
-    row = conn.execute(
-        select(Tenant.id).where(Tenant.name == tenant).with_for_update(read=True, key_share=True)
-    ).first()
+    row = conn.execute(_TENANT_KEY_SHARE, {"p_tenant": tenant}).first()
     if row is None:
         raise NameUnknown(f"repository {name!r} belongs to no tenant (deleted?)", {"name": name})
 
@@ -254,12 +259,17 @@ def _hold_link(conn: Connection, rid: int, digest: str) -> None:
     references only once they are older than its grace — with grace 0 it would drop the link
     between the blob's 201 and the manifest's PUT. The manifest PUT dates the links it
     references to now, so a deleted image's links go ``grace`` after its last PUT, as before."""
-    stmt = upsert_insert(conn, RepositoryBlob).values(
-        repository_id=rid, digest=digest, created_at=time.time() + PIN_HOLD
-    )
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=[RepositoryBlob.repository_id, RepositoryBlob.digest], set_={"created_at": stmt.excluded.created_at}
-    ))
+    stmt = _HOLD_LINK.get(conn.dialect.name)
+    if stmt is None:  # built once per dialect: building it cost more than running it
+        insert = upsert_insert(conn, RepositoryBlob).values(
+            repository_id=bindparam("p_rid"), digest=bindparam("p_digest"), created_at=bindparam("p_at"))
+        stmt = _HOLD_LINK[conn.dialect.name] = insert.on_conflict_do_update(
+            index_elements=[RepositoryBlob.repository_id, RepositoryBlob.digest],
+            set_={"created_at": insert.excluded.created_at})
+    conn.execute(stmt, {"p_rid": rid, "p_digest": digest, "p_at": time.time() + PIN_HOLD})
+
+
+_HOLD_LINK: dict[str, object] = {}
 
 
 def _link(conn: Connection, name: str, digest: str, size: int, tenants: bool = False) -> None:
@@ -335,6 +345,22 @@ def _quota_room(conn: Connection, tenant: str) -> tuple[int, int] | None:
     if quota is None:
         return None
     return int(quota), _usage(conn, tenant)
+
+
+def _room_for(conn: Connection, name: str, digest: str | None) -> tuple[str, int, int] | None:
+    """Catalog.quota_room's answer: (tenant, quota, usage), or None (no quota, or ``digest`` is
+    already the tenant's)."""
+    tenant = tenant_of(name)
+    if tenant is None:
+        return None
+    room = _quota_room(conn, tenant)
+    if room is None:
+        return None
+    if digest is not None:
+        params = {**_tenant_params(tenant), "p_digest": digest}
+        if conn.execute(_BLOB_IN_TENANT, params).first() is not None:
+            return None
+    return (tenant, *room)
 
 
 def _check_quota(conn: Connection, name: str, digest: str, size: int, *, manifest: bool = False) -> None:
@@ -440,21 +466,9 @@ class Catalog:
         """(tenant, quota, usage) when the tenant owning ``name`` has a quota, for refusing a
         push early; None without a quota, or when ``digest`` is already the tenant's (it adds
         nothing). Advisory: the check that counts runs when the content is linked."""
-        tenant = tenant_of(name)
-        if tenant is None:
+        if tenant_of(name) is None:
             return None
-
-        def run(conn: Connection):
-            room = _quota_room(conn, tenant)
-            if room is None:
-                return None
-            if digest is not None:
-                params = {**_tenant_params(tenant), "p_digest": digest}
-                if conn.execute(_BLOB_IN_TENANT, params).first() is not None:
-                    return None
-            return (tenant, *room)
-
-        return await self.db.read(run)
+        return await self.db.read(_room_for, name, digest)
 
     async def pin_blob(self, digest: str, size: int, steal_before: float | None = None) -> bool:
         """Before placing content: insert or refresh the blob row; False while garbage
@@ -842,12 +856,13 @@ class Catalog:
 
     async def claim_upload(
         self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None,
-        *, holder: str | None = None,
+        *, holder: str | None = None, quota: bool = False, digest: str | None = None,
     ) -> UploadRecord:
         """Take the session's lease (compare-and-set): nobody else holds an unexpired one (or,
         with ``holder``, that token holds it: a request known to be dead) and, when ``start``
         is given, the committed offset is ``start``. Raises UploadUnknown, or UploadBusy /
-        UploadOutOfOrder (with the committed offset) when the lease is refused."""
+        UploadOutOfOrder (with the committed offset) when the lease is refused. With ``quota``,
+        the record's ``room`` is ``quota_room(name, digest)``, read in the same round trip."""
         now = time.time()
         params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
         if start is not None:
@@ -867,7 +882,10 @@ class Catalog:
                 if row.lease_token is not None and (row.lease_expires_at or 0) >= now:
                     raise UploadBusy(row.offset, row.lease_token)
                 raise UploadOutOfOrder(row.offset)
-            return _upload_record(row)
+            record = _upload_record(row)
+            if quota:
+                record = dataclasses.replace(record, room=_room_for(conn, name, digest))
+            return record
 
         return await self.db.write(run)
 

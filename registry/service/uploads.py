@@ -228,8 +228,8 @@ class Uploads:
     ) -> UploadStatus:
         """PATCH: one chunk at the committed offset."""
         self._check_length(start or 0, length)
-        room = await self._room(name)
-        lease, record = await self._claim(name, upload_id, start)
+        lease, record = await self._claim(name, upload_id, start, quota=True)
+        room = Room(*record.room) if record.room is not None else None
         try:
             if room is not None and length is not None:
                 room.check(record.offset + length)
@@ -257,8 +257,9 @@ class Uploads:
         algorithm, _ = digests.parse(digest)
         if chunks is not None:
             self._check_length(start or 0, length)
-        room = await self._room(name, digest)
-        lease, record = await self._claim(name, upload_id, start if chunks is not None else None)
+        lease, record = await self._claim(name, upload_id, start if chunks is not None else None,
+                                          quota=True, digest=digest)
+        room = Room(*record.room) if record.room is not None else None
         lease.start()  # held through the last chunk, the re-hash (if any) and the commit
         done = False
         try:
@@ -308,11 +309,14 @@ class Uploads:
         r = await self.catalog.quota_room(name, digest)
         return Room(*r) if r is not None else None
 
-    async def _claim(self, name: str, upload_id: str, start: int | None) -> tuple[_Lease, object]:
+    async def _claim(self, name: str, upload_id: str, start: int | None, *, quota: bool = False,
+                     digest: str | None = None) -> tuple[_Lease, object]:
+        """Take the session's lease; with ``quota`` the record also carries the tenant's room."""
         token = new_token()
         claimed_at = time.monotonic()
+        q = {"quota": quota, "digest": digest}
         try:
-            record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start)
+            record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start, **q)
         except UploadBusy as busy:
             if not holder_is_dead(busy.holder):
                 raise
@@ -320,7 +324,7 @@ class Uploads:
             log.info("upload %s: taking over the lease of a dead process", upload_id)
             claimed_at = time.monotonic()
             record = await self.catalog.claim_upload(
-                upload_id, name, token, time.time() + LEASE, start, holder=busy.holder
+                upload_id, name, token, time.time() + LEASE, start, holder=busy.holder, **q
             )
         return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
 

@@ -37,6 +37,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+SMALL_WRITE = 1024 * 1024  # bytes of a body gathered in memory before the file is opened
+
+
 class FilesystemDriver:
     name = "filesystem"
     redirects = False
@@ -161,10 +164,44 @@ class FilesystemDriver:
                 raise
             return f
 
+        # a small body (a config, a manifest-sized layer, a last chunk) is gathered first and
+        # written with one thread hop (open, write, close) instead of one per step
+        gathered: list[bytes] = []
+        size = 0
+        it = chunks.__aiter__()
+        ended = False
+        while size < SMALL_WRITE:
+            try:
+                chunk = await it.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                break
+            if chunk:
+                gathered.append(chunk)
+                size += len(chunk)
+        if ended:
+            def write_all() -> None:
+                f = open_at()
+                try:
+                    for c in gathered:
+                        f.write(c)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        _truncate(f, offset)
+                    raise
+                finally:
+                    f.close()  # flushes; an error here (disk full) fails the append
+
+            await self._run(write_all)
+            return size, state
         f = await self._run(open_at)
         written = 0
         try:
-            async for chunk in chunks:
+            if gathered:
+                await self._run(f.writelines, gathered)
+                written = size
+                gathered.clear()
+            async for chunk in it:
                 if chunk:
                     await self._run(f.write, chunk)
                     written += len(chunk)
