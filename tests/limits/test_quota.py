@@ -257,12 +257,10 @@ async def test_concurrent_links_cannot_both_pass_the_check(client):
 async def test_refused_at_the_link_the_session_goes_and_the_content_is_linked_nowhere(client, monkeypatch):
     """When only the final check refuses (the early one saw room: a race, or a quota changed in
     between), the session is discarded too; the placed content is left to garbage collection."""
-    from registry.service.uploads import Uploads
+    import storage.catalog
 
-    async def no_early_check(self, name, digest=None):
-        return None
-
-    monkeypatch.setattr(Uploads, "_room", no_early_check)
+    # the early check (Catalog.quota_room, and the room read with an upload's claim) sees room
+    monkeypatch.setattr(storage.catalog, "_room_for", lambda conn, name, digest: None)
     await set_quota(client, "acme", 500)
     data = b"r" * 600
     loc = (await client.post("/v2/acme/app/blobs/uploads/", headers=ADMIN)).headers["Location"]
