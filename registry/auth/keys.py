@@ -24,19 +24,20 @@ never used to sign.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
-import os
-import asyncio
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 log = logging.getLogger("berth.auth")
 
@@ -387,3 +388,27 @@ async def retire(db, kid: str) -> StoredKey | None:
 
 async def stored_keys(db) -> list[StoredKey]:
     return await db.read(_all_rows)
+
+
+_EC_HASHES = {"ES256": hashes.SHA256, "ES384": hashes.SHA384, "ES512": hashes.SHA512}
+_HEADERS: dict[tuple[str, str], bytes] = {}  # (alg, kid) -> the JWS header, encoded once
+
+
+def sign_jwt(claims: dict, key, alg: str, kid: str) -> str:
+    """A compact JWS of ``claims`` (header ``{"alg", "kid", "typ": "JWT"}``), exactly what
+    ``jwt.encode`` makes and verifies, with EC keys signed here directly: PyJWT's generic path
+    (header and claims re-serialised and checked on every call) cost as much as the ECDSA
+    signature itself on the token endpoint. Other algorithms go through PyJWT."""
+    if alg not in _EC_HASHES:
+        import jwt  # noqa: PLC0415
+
+        return jwt.encode(claims, key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
+    header = _HEADERS.get((alg, kid))
+    if header is None:
+        header = _HEADERS[(alg, kid)] = _b64(json.dumps({"alg": alg, "kid": kid, "typ": "JWT"},
+                                                        separators=(",", ":")).encode()).encode()
+    signing_input = header + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode()).encode()
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(_EC_HASHES[alg]())))
+    size = (key.curve.key_size + 7) // 8
+    return (signing_input + b"." + _b64(r.to_bytes(size, "big") + s.to_bytes(size, "big")).encode()).decode()
+

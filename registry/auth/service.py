@@ -17,6 +17,7 @@ Rules (docs/auth.md):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -34,7 +35,7 @@ import jwt
 
 from storage.principals import ROLES, Principals, RobotRecord, UserRecord
 
-from .keys import KeyRing, KeySet, keep_old_for
+from .keys import KeyRing, KeySet, keep_old_for, sign_jwt
 from .scopes import parse_scopes
 
 log = logging.getLogger("berth.auth")
@@ -110,6 +111,7 @@ def _tenant_of(type_: str, name: str) -> tuple[str, ...]:
     return ()
 
 
+@functools.lru_cache(maxsize=4)
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(int(ts), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -441,8 +443,7 @@ class AuthService:
         }
 
     def _sign(self, claims: dict) -> str:
-        return jwt.encode(claims, self.keys.signing_key, algorithm=self.keys.alg,
-                          headers={"kid": self.keys.signing.kid, "typ": "JWT"})
+        return sign_jwt(claims, self.keys.signing_key, self.keys.alg, self.keys.signing.kid)
 
     def _berth_claim(self, identity: Identity, use: str) -> dict:
         claim = {"kind": identity.kind, "ver": identity.version, "uid": identity.uid, "use": use}
