@@ -188,7 +188,8 @@ def describe_servers(targets: list[Target], args) -> list[str]:
                        + ", rate limits off, access log off")
         else:
             out.append(f"- distribution: {s.version()}, "
-                       + ("auth: token with bench/tokenserver.py (separate process, counted as server CPU)"
+                       + (f"auth: token with bench/tokenserver.py ({args.dist_token_header} tokens; separate "
+                          "process, counted as server CPU)"
                           if s.auth else "no auth") + ", access log off")
     return out
 
@@ -213,6 +214,7 @@ async def main_async(args) -> int:
 
     Server.auth = not args.no_auth
     Berth.workers = args.workers
+    Distribution.token_header = args.dist_token_header
     Berth.bench_env = {"BERTH_ACCESS_LOG": "false", "BERTH_LIMITS_RATE_PER_PRINCIPAL": "0",
                        "BERTH_LIMITS_RATE_PER_TENANT": "0"}
     if args.berth_src is not None:
@@ -294,6 +296,8 @@ def parse_args(argv: list[str] | None):
                    help="also benchmark a registry already running (repeatable)")
     p.add_argument("--targets-only", action="store_true", help="start neither Berth nor Distribution")
     p.add_argument("--no-auth", action="store_true", help="both registries without auth (the old mode)")
+    p.add_argument("--dist-token-header", choices=["x5c", "kid"], default="x5c",
+                   help="Distribution's tokens: x5c chain to the CA of rootcertbundle, or kid of a key in it")
     p.add_argument("--workers", type=int, default=2, help="berth serve --workers N (2 = production on 2 cores)")
     p.add_argument("--size", type=parse_size, default=parse_size("1G"), help="large blob size")
     p.add_argument("--chunk", type=parse_size, default=parse_size("16M"), help="PATCH size of the chunked push")

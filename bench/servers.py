@@ -242,6 +242,7 @@ class Distribution(Server):
     s3: S3Target | None = None  # set: Distribution's own s3 driver, under a prefix of its own
     SERVICE = "distribution"
     ISSUER = "bench-token-server"
+    token_header = "x5c"  # or "kid" (bench/tokenserver.py): how Distribution finds the signing key
 
     def __init__(self, workdir: Path) -> None:
         super().__init__(workdir)
@@ -264,7 +265,8 @@ class Distribution(Server):
         self.token_proc = start_process(
             [sys.executable, str(Path(__file__).with_name("tokenserver.py")), "--port", str(self.token_port),
              "--keys", str(keys), "--issuer", self.ISSUER, "--service", self.SERVICE, "--user", self.user,
-             "--password", self.password], self.workdir / "tokenserver.log", self.workdir)
+             "--password", self.password, "--header", self.token_header],
+            self.workdir / "tokenserver.log", self.workdir)
         deadline = time.monotonic() + timeout
         while http_status(f"http://127.0.0.1:{self.token_port}/token") != 401:
             if self.token_proc.poll() is not None or time.monotonic() > deadline:
@@ -282,7 +284,7 @@ class Distribution(Server):
         return ("auth:\n  token:\n"
                 f"    realm: http://127.0.0.1:{self.token_port}/token\n"
                 f"    service: {self.SERVICE}\n    issuer: {self.ISSUER}\n"
-                f"    rootcertbundle: {self.keys['ca']}\n")
+                f"    rootcertbundle: {self.keys['ca' if self.token_header == 'x5c' else 'cert']}\n")
 
     def command(self) -> list[str]:
         cfg = self.workdir / "config.yml"

@@ -21,6 +21,7 @@ import argparse
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import hmac
 import secrets
 import time
@@ -71,18 +72,33 @@ def write_keys(directory: Path) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------- tokens
+def libtrust_key_id(public_key) -> str:
+    """Distribution's (libtrust's) key id: base32 of the first 240 bits of SHA-256 of the DER
+    public key, in 12 groups of 4 separated by ':'."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    return ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
+
+
 class Issuer:
-    def __init__(self, key_pem: bytes, cert_pem: bytes, issuer: str, service: str) -> None:
+    """header "x5c": the signing certificate (Distribution verifies it against rootcertbundle, then
+    the JWT); "kid": the libtrust key id of the signing key, whose certificate must then be in
+    rootcertbundle itself (Distribution looks the key up, no chain to verify)."""
+
+    def __init__(self, key_pem: bytes, cert_pem: bytes, issuer: str, service: str, header: str = "x5c") -> None:
         self.key = serialization.load_pem_private_key(key_pem, password=None)
         cert = x509.load_pem_x509_certificate(cert_pem)
-        self.x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+        if header == "kid":
+            self.headers = {"kid": libtrust_key_id(cert.public_key())}
+        else:
+            self.headers = {"x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]}
         self.issuer, self.service = issuer, service
 
     def token(self, subject: str, scopes: list[str]) -> str:
         now = int(time.time())
         claims = {"iss": self.issuer, "sub": subject, "aud": self.service, "iat": now, "nbf": now - 5,
                   "exp": now + TOKEN_TTL, "jti": secrets.token_hex(8), "access": parse_scopes(scopes)}
-        return jwt.encode(claims, self.key, algorithm="ES256", headers={"x5c": self.x5c})
+        return jwt.encode(claims, self.key, algorithm="ES256", headers=self.headers)
 
 
 def parse_scopes(scopes: list[str]) -> list[dict]:
@@ -131,9 +147,10 @@ def main() -> None:
     p.add_argument("--service", default="distribution")
     p.add_argument("--user", default="bench")
     p.add_argument("--password", required=True)
+    p.add_argument("--header", choices=["x5c", "kid"], default="x5c", help="how tokens name their key")
     args = p.parse_args()
     issuer = Issuer((args.keys / "signing.key").read_bytes(), (args.keys / "signing.pem").read_bytes(),
-                    args.issuer, args.service)
+                    args.issuer, args.service, args.header)
     web.run_app(make_app(issuer, args.user, args.password), host="127.0.0.1", port=args.port,
                 access_log=None, print=None)
 
