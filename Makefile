@@ -59,7 +59,7 @@ bench-tools:
 
 # Berth (--workers 2, auth on) vs Distribution 2.8.2 (token auth), every row 3 times interleaved;
 # wrk/ab, curl and skopeo must be installed. Table on stdout, JSON and bench/results/ratios.png
-# (docs/performance.md). ~15 min on the idle 2-core machine; `make bench BENCH_ARGS="--rows blob-push"`
+# (docs/performance.md). ~8 min on the idle 2-core machine, ~19 when busy; `make bench BENCH_ARGS="--rows blob-push"`
 bench: $(BIN)/.bench-installed clients bench-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
