@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 DATA   ?= ./data
 
-.PHONY: run test unit e2e process chaos fuzz clients bench conformance-compare gc clean image image-test
+.PHONY: run test unit e2e process chaos fuzz clients bench bench-quick bench-tools conformance-compare gc clean image image-test
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,25 @@ fuzz: N ?= 10000
 fuzz: $(BIN)/.installed
 	FUZZ_EXAMPLES=$(N) $(BIN)/pytest -q -rfEs -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
-bench: $(BIN)/.installed clients
+# the bench's extra (matplotlib for the chart of ratios)
+$(BIN)/.bench-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@
+
+# the load generators and HTTP client of the bench (Debian: wrk, apache2-utils for ab, curl)
+bench-tools:
+	@command -v wrk >/dev/null && command -v ab >/dev/null && command -v curl >/dev/null || \
+	  { [ "$$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk apache2-utils curl; }
+
+# Berth (--workers 2, auth on) vs Distribution 2.8.2 (token auth), every row 3 times interleaved;
+# wrk/ab, curl and skopeo must be installed. Table on stdout, JSON and bench/results/ratios.png
+# (docs/performance.md). ~8 min on the idle 2-core machine, ~19 when busy; `make bench BENCH_ARGS="--rows blob-push"`
+bench: $(BIN)/.bench-installed clients bench-tools
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# the same rows once, with a small blob and 2 s load samples (~2 min)
+bench-quick: $(BIN)/.bench-installed clients bench-tools
+	$(BIN)/python bench/run.py --repeat 1 --size 128M --skopeo-layer-size 4M --duration 2 --wait-idle 2 $(BENCH_ARGS)
 
 # a large blob pushed and pulled through `berth serve` on the s3 driver into SeaweedFS (weed from the test extras)
 bench-s3: $(BIN)/.installed
