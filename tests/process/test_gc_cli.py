@@ -52,7 +52,7 @@ def stored_digests(data_dir: Path) -> set[str]:
     holds, whatever its layout."""
     out = set()
     for p in data_dir.rglob("*"):
-        if p.is_file() and p.suffix not in (".db", ".db-wal", ".db-shm"):
+        if p.is_file() and p.suffix not in (".db", ".db-wal", ".db-shm", ".db-lock"):
             out.add("sha256:" + hashlib.sha256(p.read_bytes()).hexdigest())
     return out
 
