@@ -196,3 +196,24 @@ def test_one_head():
     """Two branches that each added a revision after the same parent: chain one after the other."""
     heads = migrations.script().get_heads()
     assert len(heads) == 1, f"several heads {heads}: set one's down_revision to the other"
+
+
+def test_the_schema_head_known_without_alembic_is_alembics():
+    """storage.db.SCHEMA_HEAD lets a start on a current schema skip importing Alembic: a new
+    revision must move it too."""
+    from storage.db import SCHEMA_HEAD
+
+    assert SCHEMA_HEAD == migrations.head(), "set storage.db.SCHEMA_HEAD to the new revision"
+
+
+def test_a_start_on_a_current_schema_does_not_import_alembic(tmp_path):
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    code = ("import asyncio, sys\nfrom storage.db import Database\n"
+            "async def go(first):\n    db = Database(sys.argv[1])\n    await db.create_schema()\n    await db.dispose()\n"
+            "asyncio.run(go(True))\nprint('alembic' in sys.modules)\n")
+    subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True)  # creates it (imports alembic)
+    again = subprocess.run([sys.executable, "-c", code, url], check=True, capture_output=True, text=True)
+    assert again.stdout.strip() == "False"
