@@ -30,7 +30,6 @@ from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from .models import Base
 from .paths import Layout
 
 T = TypeVar("T")
@@ -222,10 +221,11 @@ class Database:
         from sqlalchemy.exc import DBAPIError, OperationalError  # noqa: PLC0415
 
         kinds: tuple = (OSError, OperationalError, DBAPIError)
-        with contextlib.suppress(ImportError):
-            import asyncpg  # noqa: PLC0415
+        if not self.is_sqlite:  # asyncpg is loaded only where it is the driver
+            with contextlib.suppress(ImportError):
+                import asyncpg  # noqa: PLC0415
 
-            kinds += (asyncpg.PostgresError, asyncpg.InterfaceError)
+                kinds += (asyncpg.PostgresError, asyncpg.InterfaceError)
         try:
             yield
         except kinds as e:
