@@ -384,12 +384,17 @@ class _AccessRecord(logging.LogRecord):
         self.request_id = None
 
 
+_client_address = None  # registry.auth.credentials.client_address, looked up once (auth imports this module)
+
 
 def _client(request: web.BaseRequest) -> str:
+    global _client_address
     try:
-        from .auth.credentials import client_address  # noqa: PLC0415
+        if _client_address is None:
+            from .auth.credentials import client_address  # noqa: PLC0415
 
-        return client_address(request)  # trusted proxies' X-Forwarded-For, as the login limiter sees it
+            _client_address = client_address
+        return _client_address(request)  # trusted proxies' X-Forwarded-For, as the login limiter sees it
     except Exception:
         return request.remote or "unknown"
 
