@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 
+from .commands import add_store_options
 from .config import Config
 
 
@@ -455,8 +456,7 @@ def _password(args: argparse.Namespace) -> str:
 def _add_admin_parsers(sub) -> None:
     def op(parent, name: str, help: str, opname: str, call):
         p = parent.add_parser(name, help=help)
-        p.add_argument("--data", help="data directory (default ./data)")
-        p.add_argument("--config", help="YAML configuration file")
+        add_store_options(p)
         p.set_defaults(func=_admin, admin_op=opname, admin_call=call)
         return p
 
@@ -577,8 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the registry")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 5000)")
-    serve.add_argument("--data", help="data directory (default ./data)")
-    serve.add_argument("--config", help="YAML configuration file (see config/berth.yaml)")
+    add_store_options(serve)
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--no-auth", action="store_true", help="disable authentication (development only)")
@@ -589,8 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
-    gc.add_argument("--data", help="data directory (default ./data)")
-    gc.add_argument("--config", help="YAML configuration file")
+    add_store_options(gc)
     gc.add_argument("--grace", type=float, help="keep blobs and links used in the last N seconds (default gc.grace, 3600)")
     gc.add_argument("--untagged-after", type=float,
                     help="also delete untagged manifests older than N seconds (default gc.untagged_manifests_after: never)")
@@ -603,16 +601,14 @@ def build_parser() -> argparse.ArgumentParser:
                        ("rotate", "make a new key the signer on every replica within 5 s"),
                        ("retire", "stop accepting tokens signed with one key (every replica within 5 s)")):
         k = ks.add_parser(name, help=help)
-        k.add_argument("--data", help="data directory (default ./data)")
-        k.add_argument("--config", help="YAML configuration file")
+        add_store_options(k)
         k.set_defaults(func=_keys)
     ks.choices["rotate"].add_argument("--algorithm", choices=("ES256", "RS256"), help="default auth.algorithm")
     ks.choices["rotate"].add_argument("--retire-old", action="store_true",
                                       help="stop accepting the older keys at once (their tokens fail)")
     ks.choices["retire"].add_argument("kid")
     fk = sub.add_parser("fsck", help="check every blob's bytes and every manifest's references; exit 1 on damage")
-    fk.add_argument("--data", help="data directory (default ./data)")
-    fk.add_argument("--config", help="YAML configuration file")
+    add_store_options(fk)
     fk.add_argument("--repair", action="store_true",
                     help="quarantine damaged content and forget its rows and links (never deletes good data)")
     fk.add_argument("--quarantine", help="directory damaged bytes are moved to (default <data>/quarantine)")

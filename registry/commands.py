@@ -105,6 +105,13 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and ``--config``: where a command finds the registry (every subcommand that
+    opens the data directory, its database or its content store takes them)."""
+    parser.add_argument("--data", help="data directory (default ./data)")
+    parser.add_argument("--config", help="YAML configuration file (see config/berth.yaml)")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("version", help="print Berth's version")
     p.set_defaults(func=_version)
@@ -112,8 +119,7 @@ def add_parsers(sub) -> None:
     cfg = sub.add_parser("config", help="the effective configuration")
     cs = cfg.add_subparsers(dest="config_command", required=True)
     p = cs.add_parser("show", help="every setting, its value (secrets masked) and where it came from")
-    p.add_argument("--config", help="YAML configuration file")
-    p.add_argument("--data", help="data directory (default ./data)")
+    add_store_options(p)
     p.add_argument("-o", "--format", choices=("table", "yaml"), default="table")
     p.set_defaults(func=_config_show)
 
@@ -123,6 +129,5 @@ def add_parsers(sub) -> None:
                        ("current", "print the schema revision of the database and this release's"),
                        ("check", "exit 0 if the schema is this release's, 2 if it needs berth db upgrade")):
         p = ds.add_parser(name, help=help)
-        p.add_argument("--config", help="YAML configuration file")
-        p.add_argument("--data", help="data directory (default ./data)")
+        add_store_options(p)
         p.set_defaults(func=_db)
