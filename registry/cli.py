@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 
+from . import progress
 from .commands import add_store_options
 from .config import Config
 
@@ -246,12 +247,23 @@ def _gc(args: argparse.Namespace) -> int:
     config = Config.load(args.config, data_dir=args.data)
     grace = config.gc.grace if args.grace is None else args.grace
     untagged = config.gc.untagged_manifests_after if args.untagged_after is None else args.untagged_after
+    line = progress.Line.for_stderr()
+
+    def show(step: str, report) -> None:
+        verb = "would remove" if report.dry_run else "removed"
+        line.show(f"gc: {step}: {verb} {report.uploads_removed} uploads, {report.manifests_removed} manifests, "
+                  f"{report.links_removed} links, {report.blobs_removed} blobs ({progress.human(report.bytes_freed)})",
+                  final=step == "done")
 
     async def run(svc):
         # one collector at a time across every replica and cron job (storage.leases)
-        held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
-            svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
-            untagged_after=untagged, dry_run=args.dry_run))
+        try:
+            held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
+                svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
+                untagged_after=untagged, dry_run=args.dry_run, progress=show if line else None))
+        finally:
+            if line:
+                line.close()
         if not held:
             holder = await leases.current_holder(svc.db, leases.GC_LEASE)
             who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
@@ -323,15 +335,20 @@ def _fsck(args: argparse.Namespace) -> int:
 
     config = Config.load(args.config, data_dir=args.data)
     quarantine = Path(args.quarantine) if args.quarantine else Path(config.data_dir) / "quarantine"
-    bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
+    line = progress.Line.for_stderr(enabled=not args.json)
+
+    def show(done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        frac = done_bytes / total_bytes if total_bytes else (done / total if total else 1.0)
+        line.show(f"fsck {progress.bar(frac)} {done}/{total} blobs "
+                  f"{progress.human(done_bytes)}/{progress.human(total_bytes)}", final=done >= total)
 
     async def run(svc):
         try:
             return await fsck(svc.catalog, svc.driver, repair=args.repair, quarantine=quarantine,
-                              progress=bar.update if bar else None)
+                              progress=show if line else None)
         finally:
-            if bar:
-                bar.close()
+            if line:
+                line.close()
 
     report, failed = _with_services(config, run)
     if failed:
@@ -349,40 +366,6 @@ def _fsck(args: argparse.Namespace) -> int:
             f"{len(report.damaged)} damaged, {len(report.orphaned)} orphaned (garbage collection removes those)"
         )
     return 0 if report.clean else 1
-
-
-class _ProgressBar:
-    """One line on a terminal's stderr: blobs and bytes re-hashed so far (only on a TTY)."""
-
-    def __init__(self) -> None:
-        import time
-
-        self._time = time.monotonic
-        self._last = 0.0
-
-    def update(self, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
-        now = self._time()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        frac = done_bytes / total_bytes if total_bytes else (done / total if total else 1.0)
-        width = 30
-        fill = int(frac * width)
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} blobs "
-                         f"{_human(done_bytes)}/{_human(total_bytes)}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 # ---- admin subcommands: the same operations as the admin API (registry.admin.operations) ----------

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
 
 from .config import Config, effective
@@ -86,7 +88,8 @@ def _db(args: argparse.Namespace) -> int:
         print(f"berth: no database at {Layout(config.data_dir).database} (berth db upgrade creates it)", file=sys.stderr)
         return 2 if args.db_command == "check" else 1
     try:
-        state = asyncio.run(run())
+        with _migration_progress(args.db_command == "upgrade"):
+            state = asyncio.run(run())
     except migrations.SchemaError as e:
         print(f"berth: database: {e}", file=sys.stderr)
         return 2
@@ -103,6 +106,36 @@ def _db(args: argparse.Namespace) -> int:
     if args.db_command == "check":
         return 0 if state.is_current else 2
     return 0
+
+
+@contextlib.contextmanager
+def _migration_progress(enabled: bool):
+    """On a terminal, each migration applied (the INFO records of ``berth.migrations``, with
+    their ``step``/``steps``) redraws one progress line on stderr; elsewhere nothing."""
+    from . import progress  # noqa: PLC0415
+
+    line = progress.Line.for_stderr(enabled)
+    if line is None:
+        yield
+        return
+
+    class Draw(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            done, total = getattr(record, "step", 0), getattr(record, "steps", 0)
+            count = f"{done}/{total} " if total else ""
+            frac = done / total if total else 1.0
+            line.show(f"db upgrade {progress.bar(frac)} {count}{record.getMessage()}", final=True)
+
+    logger = logging.getLogger("berth.migrations")
+    handler, level = Draw(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        line.close()
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
