@@ -56,6 +56,15 @@ def sha256(data: bytes) -> str:
 
 
 @pytest.fixture(scope="session")
+def s3_bucket(seaweedfs) -> str:
+    """The one bucket of the session's SeaweedFS; each test works under a key prefix of its own
+    (``storage.s3.prefix``). One bucket, not one per test: a SeaweedFS sized by the free disk
+    finds volumes for one collection (bucket) only, and a second bucket's writes fail."""
+    seaweedfs.create_bucket("berth-content")
+    return "berth-content"
+
+
+@pytest.fixture(scope="session")
 def postgres_cluster():
     """A PostgreSQL cluster for this session (started on first use, deleted at the end)."""
     reason = pg.missing_reason()
