@@ -38,7 +38,7 @@ process: $(BIN)/.installed
 # and gc in a tight loop under load (tests/chaos). `make chaos N=200 SEED=1234 DB=sqlite`
 chaos: N ?= 30
 chaos: $(BIN)/.installed
-	CHAOS_KILLS=$(N) CHAOS_KILLS_POSTGRES=$(N) $(if $(SEED),CHAOS_SEED=$(SEED)) $(if $(DB),BERTH_TEST_DATABASES=$(DB)) \
+	CHAOS_KILLS=$(N) CHAOS_KILLS_POSTGRES=$(N) CHAOS_KILLS_S3=$(N) $(if $(SEED),CHAOS_SEED=$(SEED)) $(if $(DB),BERTH_TEST_DATABASES=$(DB)) \
 	$(BIN)/pytest -q -rfEsx -s -m chaos $(PYTEST_ARGS)
 
 # generated hostile input against live servers, auth on/off, SQLite and PostgreSQL (tests/fuzz);

@@ -7,6 +7,8 @@ import contextlib
 import os
 import sys
 
+from . import progress
+from .commands import add_store_options
 from .config import Config
 
 
@@ -245,12 +247,23 @@ def _gc(args: argparse.Namespace) -> int:
     config = Config.load(args.config, data_dir=args.data)
     grace = config.gc.grace if args.grace is None else args.grace
     untagged = config.gc.untagged_manifests_after if args.untagged_after is None else args.untagged_after
+    line = progress.Line.for_stderr()
+
+    def show(step: str, report) -> None:
+        verb = "would remove" if report.dry_run else "removed"
+        line.show(f"gc: {step}: {verb} {report.uploads_removed} uploads, {report.manifests_removed} manifests, "
+                  f"{report.links_removed} links, {report.blobs_removed} blobs ({progress.human(report.bytes_freed)})",
+                  final=step == "done")
 
     async def run(svc):
         # one collector at a time across every replica and cron job (storage.leases)
-        held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
-            svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
-            untagged_after=untagged, dry_run=args.dry_run))
+        try:
+            held, report = await leases.hold(svc.db, leases.GC_LEASE, lambda: collect(
+                svc.catalog, svc.driver, grace=grace, upload_expiry=config.upload_expiry,
+                untagged_after=untagged, dry_run=args.dry_run, progress=show if line else None))
+        finally:
+            if line:
+                line.close()
         if not held:
             holder = await leases.current_holder(svc.db, leases.GC_LEASE)
             who = f"{holder[0]} (for {holder[1]:.0f} s more)" if holder else "another process"
@@ -322,15 +335,20 @@ def _fsck(args: argparse.Namespace) -> int:
 
     config = Config.load(args.config, data_dir=args.data)
     quarantine = Path(args.quarantine) if args.quarantine else Path(config.data_dir) / "quarantine"
-    bar = _ProgressBar() if sys.stderr.isatty() and not args.json else None
+    line = progress.Line.for_stderr(enabled=not args.json)
+
+    def show(done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        frac = done_bytes / total_bytes if total_bytes else (done / total if total else 1.0)
+        line.show(f"fsck {progress.bar(frac)} {done}/{total} blobs "
+                  f"{progress.human(done_bytes)}/{progress.human(total_bytes)}", final=done >= total)
 
     async def run(svc):
         try:
             return await fsck(svc.catalog, svc.driver, repair=args.repair, quarantine=quarantine,
-                              progress=bar.update if bar else None)
+                              progress=show if line else None)
         finally:
-            if bar:
-                bar.close()
+            if line:
+                line.close()
 
     report, failed = _with_services(config, run)
     if failed:
@@ -348,40 +366,6 @@ def _fsck(args: argparse.Namespace) -> int:
             f"{len(report.damaged)} damaged, {len(report.orphaned)} orphaned (garbage collection removes those)"
         )
     return 0 if report.clean else 1
-
-
-class _ProgressBar:
-    """One line on a terminal's stderr: blobs and bytes re-hashed so far (only on a TTY)."""
-
-    def __init__(self) -> None:
-        import time
-
-        self._time = time.monotonic
-        self._last = 0.0
-
-    def update(self, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
-        now = self._time()
-        if now - self._last < 0.1 and done < total:
-            return
-        self._last = now
-        frac = done_bytes / total_bytes if total_bytes else (done / total if total else 1.0)
-        width = 30
-        fill = int(frac * width)
-        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} blobs "
-                         f"{_human(done_bytes)}/{_human(total_bytes)}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 # ---- admin subcommands: the same operations as the admin API (registry.admin.operations) ----------
@@ -455,8 +439,7 @@ def _password(args: argparse.Namespace) -> str:
 def _add_admin_parsers(sub) -> None:
     def op(parent, name: str, help: str, opname: str, call):
         p = parent.add_parser(name, help=help)
-        p.add_argument("--data", help="data directory (default ./data)")
-        p.add_argument("--config", help="YAML configuration file")
+        add_store_options(p)
         p.set_defaults(func=_admin, admin_op=opname, admin_call=call)
         return p
 
@@ -577,8 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the registry")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 5000)")
-    serve.add_argument("--data", help="data directory (default ./data)")
-    serve.add_argument("--config", help="YAML configuration file (see config/berth.yaml)")
+    add_store_options(serve)
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--no-auth", action="store_true", help="disable authentication (development only)")
@@ -589,8 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     gc = sub.add_parser("gc", help="remove expired uploads and blobs no repository references")
-    gc.add_argument("--data", help="data directory (default ./data)")
-    gc.add_argument("--config", help="YAML configuration file")
+    add_store_options(gc)
     gc.add_argument("--grace", type=float, help="keep blobs and links used in the last N seconds (default gc.grace, 3600)")
     gc.add_argument("--untagged-after", type=float,
                     help="also delete untagged manifests older than N seconds (default gc.untagged_manifests_after: never)")
@@ -603,16 +584,14 @@ def build_parser() -> argparse.ArgumentParser:
                        ("rotate", "make a new key the signer on every replica within 5 s"),
                        ("retire", "stop accepting tokens signed with one key (every replica within 5 s)")):
         k = ks.add_parser(name, help=help)
-        k.add_argument("--data", help="data directory (default ./data)")
-        k.add_argument("--config", help="YAML configuration file")
+        add_store_options(k)
         k.set_defaults(func=_keys)
     ks.choices["rotate"].add_argument("--algorithm", choices=("ES256", "RS256"), help="default auth.algorithm")
     ks.choices["rotate"].add_argument("--retire-old", action="store_true",
                                       help="stop accepting the older keys at once (their tokens fail)")
     ks.choices["retire"].add_argument("kid")
     fk = sub.add_parser("fsck", help="check every blob's bytes and every manifest's references; exit 1 on damage")
-    fk.add_argument("--data", help="data directory (default ./data)")
-    fk.add_argument("--config", help="YAML configuration file")
+    add_store_options(fk)
     fk.add_argument("--repair", action="store_true",
                     help="quarantine damaged content and forget its rows and links (never deletes good data)")
     fk.add_argument("--quarantine", help="directory damaged bytes are moved to (default <data>/quarantine)")

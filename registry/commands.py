@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import logging
 import sys
 
 from .config import Config, effective
@@ -86,7 +88,8 @@ def _db(args: argparse.Namespace) -> int:
         print(f"berth: no database at {Layout(config.data_dir).database} (berth db upgrade creates it)", file=sys.stderr)
         return 2 if args.db_command == "check" else 1
     try:
-        state = asyncio.run(run())
+        with _migration_progress(args.db_command == "upgrade"):
+            state = asyncio.run(run())
     except migrations.SchemaError as e:
         print(f"berth: database: {e}", file=sys.stderr)
         return 2
@@ -105,6 +108,43 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _migration_progress(enabled: bool):
+    """On a terminal, each migration applied (the INFO records of ``berth.migrations``, with
+    their ``step``/``steps``) redraws one progress line on stderr; elsewhere nothing."""
+    from . import progress  # noqa: PLC0415
+
+    line = progress.Line.for_stderr(enabled)
+    if line is None:
+        yield
+        return
+
+    class Draw(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            done, total = getattr(record, "step", 0), getattr(record, "steps", 0)
+            count = f"{done}/{total} " if total else ""
+            frac = done / total if total else 1.0
+            line.show(f"db upgrade {progress.bar(frac)} {count}{record.getMessage()}", final=True)
+
+    logger = logging.getLogger("berth.migrations")
+    handler, level = Draw(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        line.close()
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--data`` and ``--config``: where a command finds the registry (every subcommand that
+    opens the data directory, its database or its content store takes them)."""
+    parser.add_argument("--data", help="data directory (default ./data)")
+    parser.add_argument("--config", help="YAML configuration file (see config/berth.yaml)")
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser("version", help="print Berth's version")
     p.set_defaults(func=_version)
@@ -112,8 +152,7 @@ def add_parsers(sub) -> None:
     cfg = sub.add_parser("config", help="the effective configuration")
     cs = cfg.add_subparsers(dest="config_command", required=True)
     p = cs.add_parser("show", help="every setting, its value (secrets masked) and where it came from")
-    p.add_argument("--config", help="YAML configuration file")
-    p.add_argument("--data", help="data directory (default ./data)")
+    add_store_options(p)
     p.add_argument("-o", "--format", choices=("table", "yaml"), default="table")
     p.set_defaults(func=_config_show)
 
@@ -123,6 +162,5 @@ def add_parsers(sub) -> None:
                        ("current", "print the schema revision of the database and this release's"),
                        ("check", "exit 0 if the schema is this release's, 2 if it needs berth db upgrade")):
         p = ds.add_parser(name, help=help)
-        p.add_argument("--config", help="YAML configuration file")
-        p.add_argument("--data", help="data directory (default ./data)")
+        add_store_options(p)
         p.set_defaults(func=_db)

@@ -4,7 +4,9 @@
   queued on the event loop's thread and formatted and written in batches by a thread of their
   own (writing to stderr blocks), as JSON lines (``log_format: json``, the default) or text for
   a terminal (``text``). Third-party loggers that print credentials at DEBUG (SQLAlchemy's SQL
-  parameters, botocore's signed headers) are held at WARNING whatever ``log_level`` says.
+  parameters, botocore's signed headers) are held at WARNING whatever ``log_level`` says;
+  Alembic's chatter (``Context impl SQLiteImpl.``, ``setup plugin …``, ``Running upgrade …``)
+  is DEBUG, and each migration applied is one INFO line of ``berth.migrations``.
 * Request ids (``request_id_of``, set by the outermost middleware ``registry.middleware.front``):
   a well-formed ``X-Request-Id`` or a generated one, echoed in the response header and on
   every log line written while the request is handled.
@@ -45,6 +47,9 @@ current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 # loggers that print secrets at DEBUG/INFO (SQL parameters, signed request headers): never below WARNING
 QUIET_LOGGERS = ("sqlalchemy", "botocore", "aiobotocore", "boto3", "s3transfer", "urllib3", "asyncpg", "aiohttp.access")
+# loggers whose INFO lines are DEBUG here: Alembic's at every start-up (storage.migrations logs
+# what was actually migrated on berth.migrations)
+DEMOTED_LOGGERS = ("alembic",)
 
 
 _ids: tuple[int, str, itertools.count] | None = None  # (pid, random prefix, counter) of this process
@@ -165,6 +170,20 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class _Demote(logging.Filter):
+    """INFO records of ``DEMOTED_LOGGERS`` become DEBUG ones: written only at ``log_level: DEBUG``."""
+
+    def __init__(self, root: logging.Logger) -> None:
+        super().__init__()
+        self.root = root
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.name.partition(".")[0] in DEMOTED_LOGGERS:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.root.isEnabledFor(logging.DEBUG)
+        return True
+
+
 class _QueueHandler(logging.handlers.QueueHandler):
     """Hands records to the writer thread. Only the message's ``%`` formatting happens here (so a
     mutable argument is captured as it is now); JSON, tracebacks and redaction happen there."""
@@ -244,6 +263,7 @@ def configure(config: Any, *, stream=None, show_pid: bool = False) -> None:
     handler = _QueueHandler(q)
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
+    handler.addFilter(_Demote(root))
     for h in list(root.handlers):
         root.removeHandler(h)
     root.addHandler(handler)

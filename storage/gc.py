@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .catalog import Catalog
@@ -48,6 +49,11 @@ class GCReport:
     bytes_freed: int = 0
     manifests_removed: int = 0  # untagged manifests past ``untagged_after`` (off unless configured)
     dry_run: bool = False  # counts of what *would* go; nothing was changed
+
+
+# ``collect``'s progress: (the step under way, the counts so far) after each step and each blob
+# deleted (``berth gc`` draws it on a terminal, registry.progress)
+Progress = Callable[[str, GCReport], None]
 
 
 async def sweep_uploads(catalog: Catalog, driver: ContentDriver, *, expiry: float) -> int:
@@ -77,6 +83,7 @@ async def collect(
     upload_expiry: float = 86400,
     untagged_after: float | None = None,
     dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> GCReport:
     """One whole garbage collection (``berth gc``; the server's loop, ``registry.app.run_gc_once``).
 
@@ -84,36 +91,47 @@ async def collect(
     of their repository lists and that are no referrer (no ``subject``), created that long ago;
     their blobs then go as any unreferenced ones. ``dry_run``: change nothing, report what a
     collection now would remove (``blobs_removed``/``bytes_freed`` count what is unused now,
-    including blobs only the links and manifests it would drop keep)."""
+    including blobs only the links and manifests it would drop keep).
+
+    ``progress(step, report)`` is called as the collection goes (see ``Progress``), last with "done"."""
+    step = progress or (lambda _step, _report: None)
     if dry_run:
-        return await _dry_run(catalog, driver, grace=grace, upload_expiry=upload_expiry, untagged_after=untagged_after)
+        step("reading the catalog", GCReport(dry_run=True))
+        report = await _dry_run(catalog, driver, grace=grace, upload_expiry=upload_expiry, untagged_after=untagged_after)
+        step("done", report)
+        return report
     report = GCReport()
+    step("expired uploads", report)
     report.uploads_removed = await sweep_uploads(catalog, driver, expiry=upload_expiry)
     now = time.time()
     mark = now  # this collector's mark: it deletes only rows carrying it
     if untagged_after is not None:
+        step("untagged manifests", report)
         report.manifests_removed = await catalog.delete_untagged_manifests(now - untagged_after)
     # links no manifest needs any more (deleted images, abandoned pushes)
+    step("unreferenced links", report)
     report.links_removed = await catalog.unlink_unreferenced(now - grace)
     # content with no row at all: listed *before* the rows are read, so a blob committed in
     # between has its (pinned) row and is not taken for an orphan
+    step("listing content", report)
     stored = [d async for d in driver.list_digests()]
     known = await catalog.known_blobs()
     orphans = await catalog.mark_orphans([d for d in stored if d not in known], mark)
-    await _delete(catalog, driver, [(d, None) for d in orphans], mark, report)
+    await _delete(catalog, driver, [(d, None) for d in orphans], mark, report, progress)
     while True:
         marked = await catalog.mark_unused_blobs(now - grace, mark, time.time() - MARK_STALE, BATCH)
         if not marked:
             break
-        await _delete(catalog, driver, marked, mark, report)
+        await _delete(catalog, driver, marked, mark, report, progress)
         if len(marked) < BATCH:
             break
+    step("done", report)
     log.info("gc: %s", report)
     return report
 
 
 async def _delete(catalog: Catalog, driver: ContentDriver, marked: list[tuple[str, int | None]], mark: float,
-                  report: GCReport) -> None:
+                  report: GCReport, progress: Progress | None = None) -> None:
     """Delete the content of marked rows, then the rows."""
     for digest, size in marked:
         if size is None:
@@ -121,6 +139,8 @@ async def _delete(catalog: Catalog, driver: ContentDriver, marked: list[tuple[st
         if await driver.delete(digest):
             report.blobs_removed += 1
             report.bytes_freed += size
+            if progress is not None:
+                progress("unused blobs", report)
     await catalog.forget_blobs([d for d, _ in marked], mark)
 
 

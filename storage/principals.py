@@ -613,4 +613,7 @@ def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:
         return result
 
 
-_DUMMY_HASH = bcrypt.hashpw(b"berth-dummy-password", bcrypt.gensalt()).decode()
+# checked against for unknown users (as costly as a real check): a constant, bcrypt.hashpw(
+# b"berth-dummy-password", bcrypt.gensalt()) made once, since hashing it at import cost every
+# berth process (serve, gc, fsck, each admin command) a bcrypt round of 0.3-0.5 s at start-up
+_DUMMY_HASH = "$2b$12$sL5Ux/7AFvkJx2iDY8fCaOo0iUPG6K5kdE0WhgYNW6p4boX7ZX3lS"

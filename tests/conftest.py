@@ -8,15 +8,20 @@ installed those tests skip, or fail under CI (tests/ci.py: any CI value but fals
 """
 from __future__ import annotations
 
+import asyncio
 import atexit
 import hashlib
 import json
 import os
+import shutil
+import threading
+from pathlib import Path
 
 import pytest
 
 from registry.app import create_app
 from registry.config import Config
+from storage.db import Database
 
 from .seaweed import seaweedfs  # noqa: F401, I001  (the session's SeaweedFS S3 gateway)
 from . import postgres as pg
@@ -48,6 +53,15 @@ def pytest_terminal_summary(terminalreporter):
 
 def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(seaweedfs) -> str:
+    """The one bucket of the session's SeaweedFS; each test works under a key prefix of its own
+    (``storage.s3.prefix``). One bucket, not one per test: a SeaweedFS sized by the free disk
+    finds volumes for one collection (bucket) only, and a second bucket's writes fail."""
+    seaweedfs.create_bucket("berth-content")
+    return "berth-content"
 
 
 @pytest.fixture(scope="session")
@@ -93,9 +107,43 @@ def session_database_url(request) -> str | None:
     yield from _database(request)
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite database file with Berth's schema (no rows), made once for the session by
+    ``Database.create_schema`` as a start-up on an empty data directory makes it: copied into
+    each SQLite test's data directory (``data_dir``), as PostgreSQL tests get a copy of a template
+    database (tests/postgres.py), instead of every app start running ``create_all`` (~0.1 s).
+    Schema creation itself is proven by tests/unit/test_migrations.py, test_database.py and
+    every real ``berth serve`` on a fresh directory (tests/e2e, process, chaos, fuzz)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "berth.db"
+
+    async def create() -> None:
+        database = Database(f"sqlite:///{path}")
+        try:
+            await database.create_schema()
+        finally:
+            await database.dispose()
+
+    worker = threading.Thread(target=asyncio.run, args=(create(),))  # whatever loop a caller runs
+    worker.start()
+    worker.join()
+    assert path.exists() and not path.with_name(path.name + "-wal").exists()  # checkpointed on close
+    return path
+
+
+def data_dir(tmp_path: Path, database_url: str | None, template: Path) -> Path:
+    """``tmp_path/data`` for an app's ``Config``: on SQLite already holding the schema (a copy of
+    ``sqlite_template``), on PostgreSQL empty (its database is a copy of the template already)."""
+    data = tmp_path / "data"
+    if database_url is None:
+        data.mkdir(mode=0o700, exist_ok=True)
+        shutil.copyfile(template, data / "berth.db")
+    return data
+
+
 @pytest.fixture
-def config(tmp_path, database_url) -> Config:
-    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
+def config(tmp_path, database_url, sqlite_template) -> Config:
+    cfg = Config(data_dir=data_dir(tmp_path, database_url, sqlite_template), database_url=database_url)
     cfg.auth.enabled = False
     return cfg
 

@@ -9,6 +9,7 @@ import pytest
 from registry.app import create_app
 from registry.config import Config
 from registry.services import SERVICES
+from tests.conftest import data_dir
 
 ADMIN_PASSWORD = "admin-password-for-tests"
 
@@ -34,8 +35,8 @@ def fast_bcrypt(monkeypatch):
 
 
 @pytest.fixture
-def config(tmp_path, database_url) -> Config:
-    cfg = Config(data_dir=tmp_path / "data", database_url=database_url)
+def config(tmp_path, database_url, sqlite_template) -> Config:
+    cfg = Config(data_dir=data_dir(tmp_path, database_url, sqlite_template), database_url=database_url)
     cfg.auth.enabled = True
     cfg.auth.admin_password = ADMIN_PASSWORD
     cfg.auth.max_failed_logins = 5  # per (username, address)

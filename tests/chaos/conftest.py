@@ -1,13 +1,16 @@
 """Chaos tests (issue 7 parts 2 and 3): a real ``berth serve`` SIGKILLed at random moments under
 concurrent pushes, and garbage collection in a tight loop under the same load.
 
-Knobs (environment): ``CHAOS_KILLS`` (kill points per run, default 30; ``make chaos N=…``),
-``CHAOS_WORKERS`` (concurrent pushers, default 4), ``CHAOS_SEED`` (default: random, printed),
-``CHAOS_GC_SECONDS`` (how long the GC-under-load test pushes, default 20),
-``CHAOS_BIG=1`` (also 1–4 MiB layers, rarely). The content store is the filesystem driver
-unless the environment names another (``BERTH_STORAGE_DRIVER=s3`` and ``BERTH_STORAGE_S3_*``,
-passed through to every berth process); once tests/seaweed.py (the s3 branch) is in the tree
-every chaos test also runs on the S3 driver against a SeaweedFS it starts (``CHAOS_S3=0``: not).
+Knobs (environment): ``CHAOS_KILLS`` (kill points of the SQLite/filesystem run, default 30;
+``CHAOS_KILLS_POSTGRES``, ``CHAOS_KILLS_S3``: of the PostgreSQL and S3 runs, default a fifth of
+it, at least 5; ``make chaos N=…`` sets all three), ``CHAOS_WORKERS`` (concurrent pushers,
+default 4), ``CHAOS_SEED`` (default: random, printed), ``CHAOS_GC_CYCLES``/``CHAOS_GC_RUNS``
+(how many collections the GC-under-load test waits for in the server and from ``berth gc``,
+default 50 and 3), ``CHAOS_BIG=1`` (also 1–4 MiB layers, rarely). The content store is the
+filesystem driver unless the environment names another (``BERTH_STORAGE_DRIVER=s3`` and
+``BERTH_STORAGE_S3_*``, passed through to every berth process); once tests/seaweed.py (the s3
+branch) is in the tree every chaos test also runs on the S3 driver, under a prefix of its own in
+the session's SeaweedFS bucket (``CHAOS_S3=0``: not).
 """
 from __future__ import annotations
 
@@ -45,37 +48,30 @@ def _stores() -> list[str]:
 
 
 @pytest.fixture(params=_stores())
-def content_env(request, tmp_path, database_url):
+def content_env(request, database_url):
     """BERTH_STORAGE_* for the berth processes: {} (the filesystem driver, or whatever the
-    environment already says), or a fresh bucket on a SeaweedFS this test starts (s3; on the
-    first database of BERTH_TEST_DATABASES only, unless CHAOS_S3_ALL_DATABASES=1)."""
+    environment already says), or a key prefix of its own in the session's SeaweedFS bucket (s3;
+    on the first database of BERTH_TEST_DATABASES only, unless CHAOS_S3_ALL_DATABASES=1). The
+    prefix is the test's alone: what the kills leave under it is checked by this test's fsck and
+    gc only (the driver lists and deletes under its prefix)."""
     if request.param == "filesystem":
         yield {}
         return
     from tests.postgres import DATABASES  # noqa: PLC0415
-    from tests.seaweed import SeaweedFS, missing_reason  # noqa: PLC0415 - provided by the s3 branch
 
     current = "postgres" if database_url else "sqlite"
     if current != DATABASES[0] and not os.environ.get("CHAOS_S3_ALL_DATABASES"):
         pytest.skip("the S3 chaos run uses one database (CHAOS_S3_ALL_DATABASES=1 runs it on each)")
-    reason = missing_reason()
-    if reason is not None:
-        skip_or_fail(reason)
-    weed = SeaweedFS(tmp_path / "seaweed")
-    try:
-        weed.start()
-        bucket = f"chaos-{os.urandom(4).hex()}"
-        weed.create_bucket(bucket)
-        yield {
-            "BERTH_STORAGE_DRIVER": "s3",
-            "BERTH_STORAGE_S3_ENDPOINT": weed.endpoint,
-            "BERTH_STORAGE_S3_REGION": getattr(weed, "region", "us-east-1"),
-            "BERTH_STORAGE_S3_BUCKET": bucket,
-            "BERTH_STORAGE_S3_ACCESS_KEY": weed.access_key,
-            "BERTH_STORAGE_S3_SECRET_KEY": weed.secret_key,
-        }
-    finally:
-        weed.stop()
+    weed = request.getfixturevalue("seaweedfs")  # missing weed: skipped, or failed in CI (tests/seaweed.py)
+    yield {
+        "BERTH_STORAGE_DRIVER": "s3",
+        "BERTH_STORAGE_S3_ENDPOINT": weed.endpoint,
+        "BERTH_STORAGE_S3_REGION": getattr(weed, "region", "us-east-1"),
+        "BERTH_STORAGE_S3_BUCKET": request.getfixturevalue("s3_bucket"),
+        "BERTH_STORAGE_S3_PREFIX": f"chaos-{os.urandom(4).hex()}",
+        "BERTH_STORAGE_S3_ACCESS_KEY": weed.access_key,
+        "BERTH_STORAGE_S3_SECRET_KEY": weed.secret_key,
+    }
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 
 Concurrent pushes of random shapes (monolithic, chunked — resumed after a kill from the
 server's ``Range`` —, POST+PUT, mounts, manifests, indexes, tag moves, deletes) against a real
-``berth serve``; a killer SIGKILLs it at random moments ``CHAOS_KILLS`` times (default 30;
-PostgreSQL: a third of that, at least 10, unless ``CHAOS_KILLS_POSTGRES``), restarting it on
-the same data directory each time. Then every push that got its 201 (every 202 delete) must
+``berth serve``; a killer SIGKILLs it at random moments, restarting it on the same data
+directory each time: ``CHAOS_KILLS`` times on SQLite and the filesystem store (default 30), and
+``CHAOS_KILLS_POSTGRES`` times on PostgreSQL, ``CHAOS_KILLS_S3`` times on the S3 driver (each by
+default a fifth of ``CHAOS_KILLS``, at least 5: what those runs add is the other database's and
+the other store's crash behaviour, which a handful of kills reaches; the 30 on SQLite are the
+issue's "at least 30 kill points in CI"). ``make chaos N=200`` sets all three. Then every push that got its 201 (every 202 delete) must
 hold: each acknowledged manifest, tag and blob pulled byte for byte; and ``berth fsck`` on the
 stopped store exits 0 (damage: none; orphans — leftovers of the kills — are allowed and listed).
 Afterwards one ``berth gc --grace 0`` must leave fsck reporting no orphaned content either.
@@ -27,8 +30,11 @@ pytestmark = [pytest.mark.process, pytest.mark.chaos]
 
 async def test_every_acknowledged_push_survives_sigkill(registry, seed, database_url):
     kills = knob("CHAOS_KILLS", 30)
-    if database_url:
-        kills = knob("CHAOS_KILLS_POSTGRES", max(10, kills // 3))
+    fewer = max(5, kills // 5)  # the default of the other database's and the other store's runs
+    if registry.env.get("BERTH_STORAGE_DRIVER") == "s3":
+        kills = knob("CHAOS_KILLS_S3", fewer)
+    elif database_url:
+        kills = knob("CHAOS_KILLS_POSTGRES", fewer)
     registry.env["BERTH_GC_INTERVAL"] = "0"  # nothing may disappear but what a delete acknowledged
     await asyncio.to_thread(registry.start)
     load = Load(registry.url, knob("CHAOS_WORKERS", 4), seed, sizes="big" if knob("CHAOS_BIG", 0) else "small")

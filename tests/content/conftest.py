@@ -18,13 +18,6 @@ DRIVERS = ["filesystem", "s3"]
 _prefixes = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def s3_bucket(seaweedfs) -> str:
-    """One bucket for the session; each test works under a prefix of its own."""
-    seaweedfs.create_bucket("berth-content")
-    return "berth-content"
-
-
 def s3_config(seaweedfs, bucket: str, prefix: str = "", redirect: bool = False) -> S3Config:
     return S3Config(endpoint=seaweedfs.endpoint, region=seaweedfs.region, bucket=bucket, prefix=prefix,
                     access_key=seaweedfs.access_key, secret_key=seaweedfs.secret_key, redirect=redirect)

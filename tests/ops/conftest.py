@@ -11,6 +11,7 @@ import pytest
 from registry import logs
 from registry.app import create_app
 from registry.config import Config
+from tests.conftest import data_dir
 
 
 class Captured:
@@ -55,10 +56,10 @@ def logged(config):
 
 
 @pytest.fixture
-def config(tmp_path) -> Config:
+def config(tmp_path, sqlite_template) -> Config:
     """SQLite only: what these tests check does not depend on the database (test_health runs
     the readiness checks on both)."""
-    cfg = Config(data_dir=tmp_path / "data")
+    cfg = Config(data_dir=data_dir(tmp_path, None, sqlite_template))
     cfg.auth.enabled = False
     return cfg
 

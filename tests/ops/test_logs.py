@@ -127,3 +127,44 @@ def test_noisy_libraries_never_log_below_warning(config, logged):
     assert logging.getLogger("sqlalchemy.engine").getEffectiveLevel() == logging.WARNING
     assert logging.getLogger("botocore.endpoint").getEffectiveLevel() == logging.WARNING
     assert logging.getLogger("berth").getEffectiveLevel() == logging.DEBUG
+
+
+def _migrate_release_database(path) -> None:
+    """A SQLite database built revision by revision to the first release's schema (0001), then
+    upgraded to the head: every revision applied once."""
+    from sqlalchemy import create_engine  # noqa: PLC0415
+
+    from storage import migrations  # noqa: PLC0415
+
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            migrations.upgrade(conn, "0001")
+        with engine.begin() as conn:
+            migrations.upgrade(conn, "head")
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_alembic_lines_are_debug_and_each_migration_applied_is_one_info_line(config, logged, tmp_path, level):
+    """`berth serve` start-up: Alembic's "Context impl SQLiteImpl." and "Running upgrade" lines are
+    DEBUG (absent at INFO); one INFO line of berth.migrations per revision actually applied."""
+    from storage import migrations  # noqa: PLC0415
+
+    cap = logged(Config(data_dir=config.data_dir, log_level=level))
+    _migrate_release_database(tmp_path / "release.db")
+    lines = cap.json()
+    applied = [d for d in lines if d["logger"] == "berth.migrations" and d["level"] == "INFO"]
+    revisions = [r.revision for r in migrations.script().iterate_revisions("head", "base")]
+    assert len(applied) == len(revisions) >= 3, lines
+    assert all("schema migration applied" in d["message"] for d in applied)
+    assert {d["message"].split(": ", 1)[1].split(" ")[2] for d in applied} == set(revisions)
+    chatter = [d for d in lines if d["logger"].startswith("alembic")]
+    assert all(d["level"] == "DEBUG" for d in chatter), chatter
+    if level == "INFO":
+        assert chatter == []
+        assert [d for d in lines if d["level"] == "INFO" and d["logger"] != "berth.migrations"] == []
+    else:
+        assert any("Context impl SQLiteImpl" in d["message"] for d in chatter)
+        assert any("Running upgrade" in d["message"] for d in chatter)

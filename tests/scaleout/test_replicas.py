@@ -1,8 +1,8 @@
 """Three replicas behind a round-robin load balancer: one registry (issue 6, the recipe of
 docs/operations.md "Scaling out").
 
-The module starts, on 127.0.0.1: a PostgreSQL database (tests/postgres.py), a SeaweedFS S3
-bucket (tests/seaweed.py), three ``berth serve`` processes with auth on, each with its own
+The module starts, on 127.0.0.1: a PostgreSQL database (tests/postgres.py), a key prefix of
+its own in the session's SeaweedFS bucket (tests/seaweed.py), three ``berth serve`` processes with auth on, each with its own
 empty data directory, all with ``BERTH_DATABASE_URL``, ``BERTH_STORAGE_DRIVER=s3`` and
 ``BERTH_AUTH_REALM`` naming the balancer, and HAProxy in front (tests/haproxy.py: round robin,
 no stickiness, health checks on /v2/). Nothing is shared between replicas but the database
@@ -93,18 +93,17 @@ def _seaweed():
 
 
 @pytest.fixture(scope="module")
-def cluster(postgres_cluster, e2e_root):
+def cluster(postgres_cluster, e2e_root, request):
     reason = haproxy_mod.missing_reason()
     if reason:
         skip_or_fail(reason)
-    seaweed = _seaweed()
+    _seaweed()
+    s3 = request.getfixturevalue("seaweedfs")  # the session's SeaweedFS and bucket; a prefix of the cluster's own
+    bucket = request.getfixturevalue("s3_bucket")
     root = lower_tempdir("scaleout-", e2e_root)
-    s3 = seaweed.SeaweedFS(root / "seaweed")
-    s3.start()
     balancer = None
     replicas: list[BerthServer] = []
     try:
-        s3.create_bucket("berth")
         with postgres_cluster.database() as database_url:
             front_port = free_port()
             env = {
@@ -112,7 +111,8 @@ def cluster(postgres_cluster, e2e_root):
                 "BERTH_STORAGE_DRIVER": "s3",
                 "BERTH_STORAGE_S3_ENDPOINT": s3.endpoint,
                 "BERTH_STORAGE_S3_REGION": s3.region,
-                "BERTH_STORAGE_S3_BUCKET": "berth",
+                "BERTH_STORAGE_S3_BUCKET": bucket,
+                "BERTH_STORAGE_S3_PREFIX": f"scaleout-{os.urandom(4).hex()}",
                 "BERTH_STORAGE_S3_ACCESS_KEY": s3.access_key,
                 "BERTH_STORAGE_S3_SECRET_KEY": s3.secret_key,
                 "BERTH_AUTH_REALM": f"http://127.0.0.1:{front_port}/auth/token",
@@ -138,7 +138,6 @@ def cluster(postgres_cluster, e2e_root):
             balancer.stop()
         for r in replicas:
             r.stop()
-        s3.stop()
 
 
 @pytest.fixture(autouse=True)

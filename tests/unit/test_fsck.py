@@ -148,14 +148,3 @@ async def test_progress_counts_blobs_and_bytes(env):
     seen = []
     await fsck(catalog, driver, progress=lambda *a: seen.append(a))
     assert seen[-1] == (2, 2, 12, 12)  # blobs done/total, bytes done/total
-
-
-def test_progress_bar_draws_one_line(capsys):
-    from registry.cli import _ProgressBar
-
-    bar = _ProgressBar()
-    bar.update(1, 2, 512, 2048)
-    bar.update(2, 2, 2048, 2048)
-    bar.close()
-    err = capsys.readouterr().err
-    assert "\r[" in err and "2/2 blobs 2.0 KiB/2.0 KiB" in err and err.endswith("\n")
