@@ -108,11 +108,6 @@ def non_empty(value) -> str | None:
     return "must not be empty" if value is not None and not str(value).strip() else None
 
 
-def password(value) -> str | None:
-    """The rule every Berth password follows (storage.principals), checked before anything starts."""
-    return "must have at least 8 characters" if value is not None and len(str(value)) < 8 else None
-
-
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -132,7 +127,7 @@ class AuthConfig:
     max_failed_logins: int = setting(10, min=1)  # per (username, client address), in failed_login_window
     failed_login_window: int = setting(300, min=1)
     # bootstrap admin; else generated
-    admin_password: str | None = setting(None, secret=True, env=("BERTH_ADMIN_PASSWORD",), check=password)
+    admin_password: str | None = setting(None, secret=True, env=("BERTH_ADMIN_PASSWORD",))
     max_failed_logins_per_username: int = setting(100, min=1)  # from all addresses together, in failed_login_window
     max_failed_logins_per_address: int = setting(100, min=1)  # for all usernames together, in failed_login_window
     max_logins_in_flight_per_username: int = setting(8, min=1)  # secrets being checked (bcrypt) at once, per process
