@@ -629,5 +629,8 @@ class AuthService:
         except Exception as e:  # e.g. a plain user named "admin" exists, or a concurrent start won
             if await self.principals.any_admin():
                 return False, None
-            raise RuntimeError(f"cannot create the bootstrap admin user: {e}") from e
+            from ..config import ConfigError  # noqa: PLC0415
+
+            # one line and exit 2 (berth serve), e.g. BERTH_ADMIN_PASSWORD shorter than 8 characters
+            raise ConfigError(f"auth.admin_password: cannot create the bootstrap admin user: {e}") from e
         return True, (password if generated else None)

@@ -3,6 +3,8 @@ setting another branch adds is checked too): one BERTH_* variable each, listed i
 typed, validated with one message per problem; berth exits 2 on a bad setting before anything starts."""
 from __future__ import annotations
 
+import os
+
 import typing
 from pathlib import Path
 
@@ -181,6 +183,23 @@ def test_bad_setting_exits_2_before_anything_starts(tmp_path, capsys, monkeypatc
         assert cli.main([*cmd, "--config", "b.yaml", "--data", str(tmp_path / "d")]) == 2, cmd
         assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_an_unusable_admin_password_is_one_line_and_exit_2(tmp_path):
+    """BERTH_ADMIN_PASSWORD shorter than a password may be: one configuration line, no traceback."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BERTH_ADMIN_PASSWORD": "x", "BERTH_DATABASE_URL": ""}
+    from tests.e2e.conftest import free_port
+
+    p = subprocess.run([sys.executable, "-m", "registry.cli", "serve", "--data", str(tmp_path / "d"),
+                        "--port", str(free_port())],
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    assert ("berth: configuration: auth.admin_password: cannot create the bootstrap admin user: "
+            "password must have at least 8 characters") in p.stderr.splitlines()
 
 
 def test_config_show_masks_secrets_and_names_sources(tmp_path, capsys, monkeypatch):
