@@ -220,6 +220,15 @@ class GCConfig:
 
 
 @dataclass
+class TracingConfig:
+    """Optional OpenTelemetry tracing (registry.tracing, docs/operations.md "Tracing"): off unless
+    ``otlp_endpoint`` is set; then ``pip install 'berth[tracing]'`` is needed."""
+    otlp_endpoint: str | None = setting(None, check=http_url)  # OTLP/HTTP collector, e.g. http://collector:4318
+    service_name: str = setting("berth", check=non_empty)  # the spans' service.name
+    sample_ratio: float = setting(1.0, min=0, max=1)  # share of new traces kept (a caller's sampled flag wins)
+
+
+@dataclass
 class Config:
     host: str = setting("127.0.0.1", check=non_empty)
     port: int = setting(5000, min=1, max=65535)
@@ -240,6 +249,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     gc: GCConfig = field(default_factory=GCConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     def validate(self) -> None:
         """Checks across settings (after each setting's own)."""
