@@ -10,7 +10,7 @@ from aiohttp import web
 from storage import leases
 from storage.gc import GCReport, collect, sweep_uploads
 
-from . import bootstrap, httplog, limits, logs, middleware
+from . import bootstrap, httplog, limits, logs, middleware, tracing
 from .auth.guard import open_guard
 from .config import Config
 from .routes import add_routes
@@ -81,6 +81,11 @@ def create_app(config: Config) -> web.Application:
     if limiters.principals is not None or limiters.tenants is not None:
         middlewares.append(limits.rate_limit(limiters))
 
+    traced = tracing.configure(config)  # off (nothing imported, nothing wrapped) without tracing.otlp_endpoint
+    if traced:
+        middlewares.insert(0, tracing.middleware())  # the request span, around everything (docs/operations.md)
+        tracing.instrument(svc)  # database, content-driver and auth spans
+
     app = web.Application(middlewares=middlewares, client_max_size=config.max_manifest_size,
                           handler_args=limits.handler_args(config.limits))
     app[SERVICES] = svc
@@ -109,6 +114,8 @@ def create_app(config: Config) -> web.Application:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await bootstrap.stop(svc)
+        if traced:
+            await asyncio.get_running_loop().run_in_executor(None, tracing.shutdown)  # flush the last spans
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -62,6 +62,9 @@ def _serve(args: argparse.Namespace) -> int:
     config = Config.load(
         args.config, host=args.host, port=args.port, data_dir=args.data, tls_cert=args.tls_cert, tls_key=args.tls_key
     )
+    from . import tracing
+
+    tracing.check(config)  # tracing.otlp_endpoint without the packages: one line, exit 2 (imports nothing)
     problem = _check_storage(config)
     if problem is not None:  # before serving: not a traceback on the first push
         print(f"berth: storage: {problem}", file=sys.stderr)

@@ -613,6 +613,9 @@ def _in_session(conn: Connection, fn: Callable[[Session], T]) -> T:
         return result
 
 
+_in_session.runs_argument = True  # a database span (registry.tracing) is named after ``fn``, not this adapter
+
+
 # checked against for unknown users (as costly as a real check): a constant, bcrypt.hashpw(
 # b"berth-dummy-password", bcrypt.gensalt()) made once, since hashing it at import cost every
 # berth process (serve, gc, fsck, each admin command) a bcrypt round of 0.3-0.5 s at start-up
