@@ -413,3 +413,22 @@ async def test_sample_ratio_zero_keeps_only_the_callers_sampled_traces(serve, co
     finally:
         await client.close()
     assert not tracing.enabled()  # the app's cleanup shut it down
+
+
+@pytest.mark.process
+def test_every_worker_exports_its_own_spans_and_flushes_them_at_exit(receiver, workdir):
+    """``--workers 2``: each worker has its own exporter (its pid in the resource); every request's
+    span arrives, the last ones flushed when the supervisor's SIGTERM stops the workers."""
+    env = {"BERTH_TRACING_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "60000"}  # only the exit flushes
+    server = BerthServer(workdir, auth=False, env=env, extra_args=("--workers", "2")).start()
+    try:
+        for i in range(12):
+            res = server._send("GET", "/v2/", {"X-Request-Id": f"w-{i}"}, None)
+            assert res.status == 200
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.log()
+    spans = [s for s in receiver.spans() if s["attributes"].get("berth.request_id", "").startswith("w-")]
+    assert sorted(s["attributes"]["berth.request_id"] for s in spans) == sorted(f"w-{i}" for i in range(12))
+    pids = {s["resource"]["process.pid"] for s in spans}
+    assert pids and server.proc.pid not in pids  # the workers', not the supervisor's
