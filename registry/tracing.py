@@ -23,6 +23,7 @@ the packages are installed (``berth serve`` exits 2 with one line if not).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import logging
@@ -38,6 +39,7 @@ REQUIRED_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.prot
 EXPORT_TIMEOUT = 10.0  # seconds one export POST may take (in the exporter's thread, never a request's)
 SHUTDOWN_FLUSH_MS = 5000  # at exit: how long queued spans may take to leave
 
+_atexit_registered = False
 _provider: Any = None  # this process's TracerProvider while tracing is on
 _tracer: Any = None
 
@@ -85,7 +87,7 @@ def configure(config: Any) -> bool:
     if not settings.otlp_endpoint:
         return False
     check(config)
-    global _provider, _tracer
+    global _provider, _tracer, _atexit_registered
     import os  # noqa: PLC0415
     import socket  # noqa: PLC0415
 
@@ -97,10 +99,14 @@ def configure(config: Any) -> bool:
 
     resource = Resource.create({"service.name": settings.service_name, "host.name": socket.gethostname(),
                                 "process.pid": os.getpid()})
-    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)))
+    provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio)),
+                              shutdown_on_exit=False)  # shutdown() below, bounded, at exit instead
     url = traces_url(settings.otlp_endpoint)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT)))
     _provider, _tracer = provider, provider.get_tracer("berth")
+    if not _atexit_registered:
+        atexit.register(shutdown)
+        _atexit_registered = True
     where = urlsplit(url)
     log.info("tracing: spans to %s://%s%s (service.name %s, sample ratio %g)", where.scheme,
              where.hostname, f":{where.port}" if where.port else "", settings.service_name, settings.sample_ratio)
@@ -113,15 +119,27 @@ def flush(timeout_millis: int = SHUTDOWN_FLUSH_MS) -> bool:
 
 
 def shutdown() -> None:
-    """Flush the queued spans and stop the exporter (the app's cleanup; the SDK also does it at exit)."""
+    """Export the queued spans and stop the exporter, waiting at most ``SHUTDOWN_FLUSH_MS`` (the
+    app's cleanup, and at exit): an unreachable collector, whose exports retry for up to
+    ``EXPORT_TIMEOUT``, does not hold up a stopping process."""
     global _provider, _tracer
     provider, _provider, _tracer = _provider, None, None
-    if provider is not None:
+    if provider is None:
+        return
+    import threading  # noqa: PLC0415
+
+    def run() -> None:
         try:
-            provider.force_flush(SHUTDOWN_FLUSH_MS)
-            provider.shutdown()
-        except Exception:  # noqa: BLE001 - an unreachable collector must not fail the shutdown
+            provider.shutdown()  # the batch processor exports everything queued, then stops
+        except Exception:  # noqa: BLE001 - a failed export must not fail the shutdown
             log.warning("tracing: the last spans could not be exported", exc_info=True)
+
+    stopper = threading.Thread(target=run, name="berth-tracing-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(SHUTDOWN_FLUSH_MS / 1000)
+    if stopper.is_alive():
+        log.warning("tracing: the collector took more than %g s; spans not yet exported are dropped",
+                    SHUTDOWN_FLUSH_MS / 1000)
 
 
 # ---- the request span ----------------------------------------------------------------------------

@@ -432,3 +432,22 @@ def test_every_worker_exports_its_own_spans_and_flushes_them_at_exit(receiver, w
     assert sorted(s["attributes"]["berth.request_id"] for s in spans) == sorted(f"w-{i}" for i in range(12))
     pids = {s["resource"]["process.pid"] for s in spans}
     assert pids and server.proc.pid not in pids  # the workers', not the supervisor's
+
+
+async def test_a_collector_that_never_answers_does_not_hold_up_the_shutdown(serve, config):
+    """Exports retry for up to 10 s; stopping waits at most tracing.SHUTDOWN_FLUSH_MS for them."""
+    import socket
+    import time
+
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        config.tracing.otlp_endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        client = await serve(config)
+        for _ in range(3):
+            assert (await client.get("/v2/")).status == 200
+        started = time.monotonic()
+        await client.close()  # the app's cleanup: tracing.shutdown()
+        took = time.monotonic() - started
+    assert not tracing.enabled()
+    assert took < tracing.SHUTDOWN_FLUSH_MS / 1000 + 2, took
