@@ -451,3 +451,24 @@ async def test_a_collector_that_never_answers_does_not_hold_up_the_shutdown(serv
         took = time.monotonic() - started
     assert not tracing.enabled()
     assert took < tracing.SHUTDOWN_FLUSH_MS / 1000 + 2, took
+
+
+async def test_a_driver_stream_is_one_span_until_its_last_chunk(serve, config, receiver):
+    from registry.services import SERVICES
+
+    config.tracing.otlp_endpoint = receiver.endpoint
+    client = await serve(config)
+    try:
+        _, _, _, (layer,) = await push_image(client, REPO, "v1")
+        driver = client.server.app[SERVICES].driver
+        with tracing._tracer.start_as_current_span("caller"):
+            data = b"".join([chunk async for chunk in driver.read(layer)])
+        assert data and tracing.flush()
+    finally:
+        await client.close()
+    spans = receiver.spans()
+    caller = next(s for s in spans if s["name"] == "caller")
+    (read,) = [s for s in spans if s["name"] == "storage.read"]
+    assert read["parent"] == caller["span_id"]
+    assert read["attributes"]["berth.storage.bytes"] == len(data) and read["attributes"]["berth.storage.chunks"] >= 1
+    assert read["attributes"]["berth.storage.driver"] == "filesystem"
