@@ -214,7 +214,8 @@ class Berth(Server):
         if self.src is not None:
             env["PYTHONPATH"] = str(self.src)
         if self.auth:
-            env["BERTH_AUTH_ADMIN_PASSWORD"] = self.password
+            # the alias too: trees older than the configuration of issue 8 (--berth-src) know only it
+            env["BERTH_AUTH_ADMIN_PASSWORD"] = env["BERTH_ADMIN_PASSWORD"] = self.password
         env.update(self.bench_env)
         if self.s3 is not None:
             sw = self.s3.seaweed
