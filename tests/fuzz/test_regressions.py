@@ -218,3 +218,23 @@ async def test_a_lone_surrogate_in_an_admin_body_is_400_not_500(auth_client):
     r = await auth_client.post("/admin/users", data=b'{"username": "bob", "password": "\\udcffabcdefgh"}', headers=admin)
     assert r.status == 400, (r.status, await r.text())
     assert (await r.json())["errors"][0]["code"] == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize("field", [b'"artifactType": "aa\\udcff"', b'"annotations": {"k": "\\uD800x"}'])
+async def test_a_lone_surrogate_in_a_manifest_is_manifest_invalid_not_500(pg_or_sqlite_client, field):
+    """Found by `make fuzz N=10000`: an index whose artifactType held a "\\udcff" escape was a 500 on
+    PostgreSQL (asyncpg cannot encode it in a text column) and stored on SQLite. A paired escape
+    (one real character) is still accepted."""
+    import base64
+
+    c = pg_or_sqlite_client
+    admin = {"Authorization": "Basic " + base64.b64encode(b"admin:fuzz-admin-password").decode()}
+    assert (await c.post("/admin/tenants", json={"name": "fuzz"}, headers=admin)).status == 201
+    index = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [], '
+    headers = {**admin, "Content-Type": "application/vnd.oci.image.index.v1+json"}
+    r = await c.put("/v2/fuzz/sur/manifests/bad", data=index + field + b"}", headers=headers)
+    assert r.status == 400, (r.status, await r.text())
+    assert (await r.json())["errors"][0]["code"] == "MANIFEST_INVALID"
+    r = await c.put("/v2/fuzz/sur/manifests/good", data=index + b'"artifactType": "application/x.\\ud83d\\ude00"}',
+                    headers=headers)
+    assert r.status == 201, (r.status, await r.text())
