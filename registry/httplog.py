@@ -36,6 +36,30 @@ def install() -> None:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     _close_broken_body()
+    _request_without_target()
+
+
+def _request_without_target() -> None:
+    """aiohttp's C parser leaves a request's URL unset (None) when it saw no request target
+    (``_on_status_complete`` returns early on an empty buffer); building the request then raised
+    AttributeError in the connection's task: no answer, a dropped connection and an asyncio
+    traceback (found once in 10,711 cases by ``make fuzz N=10000``). Such a request is given
+    the target ``/``, which no route of Berth serves: it is answered ``404 NOT_FOUND``."""
+    import yarl  # noqa: PLC0415
+    from aiohttp import web_app  # noqa: PLC0415
+
+    app_cls = web_app.Application
+    if getattr(app_cls._make_request, "_berth", False):
+        return
+    original = app_cls._make_request
+
+    def _make_request(self, message, *args, **kwargs):
+        if getattr(message, "url", True) is None:
+            message = message._replace(url=yarl.URL("/"), path="/")
+        return original(self, message, *args, **kwargs)
+
+    _make_request._berth = True
+    app_cls._make_request = _make_request
 
 
 def _close_broken_body() -> None:
