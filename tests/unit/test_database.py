@@ -13,25 +13,18 @@ import pytest
 from sqlalchemy import func, select
 
 from storage import db
-from storage.content.filesystem import FilesystemDriver
 from storage.catalog import Catalog
 from storage.digest import of_bytes
 from storage.manifests import parse
 from storage.models import Blob, Manifest, ManifestReference, Repository, RepositoryBlob, Tag
-from storage.paths import Layout
 from tests import postgres as pg
 
 N = 10
 
 
 @pytest.fixture
-async def env(tmp_path, database_url):
-    layout = Layout(tmp_path / "data")
-    layout.create()
-    database = db.Database(database_url or db.default_url(layout))
-    await database.create_schema()
-    yield Catalog(database), FilesystemDriver(layout.root), database
-    await database.dispose()
+def env(store):
+    return store.catalog, store.driver, store.database
 
 
 def image(config: str, layer: str, **extra) -> bytes:

@@ -9,8 +9,6 @@ import pytest
 from sqlalchemy import delete, select
 
 from registry.cli import main
-from storage import db
-from storage.catalog import Catalog
 from storage.content.filesystem import FilesystemDriver
 from storage.digest import of_bytes
 from storage.fsck import fsck
@@ -21,13 +19,8 @@ from tests.unit.test_gc import _manifest, place, store_blob
 
 
 @pytest.fixture
-async def env(tmp_path, database_url):
-    layout = Layout(tmp_path / "data")
-    layout.create()
-    database = db.Database(database_url or db.default_url(layout))
-    await database.create_schema()
-    yield Catalog(database), FilesystemDriver(layout.root), layout
-    await database.dispose()
+def env(store):
+    return store.catalog, store.driver, store.layout
 
 
 async def image(catalog, driver, name="lib/app", tag="v1", layer=b"layer!"):

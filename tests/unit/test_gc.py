@@ -8,26 +8,18 @@ import time
 import pytest
 from sqlalchemy import select, update
 
-from storage import db
-from storage.catalog import Catalog
 from storage.content.filesystem import FilesystemDriver
 from storage.digest import of_bytes
 from storage.gc import collect, sweep_uploads
 from storage.manifests import parse
 from storage.models import Blob, RepositoryBlob, Upload
-from storage.paths import Layout
 
 OLD = time.time() - 10 * 24 * 3600
 
 
 @pytest.fixture
-async def env(tmp_path, database_url):
-    layout = Layout(tmp_path / "data")
-    layout.create()
-    database = db.Database(database_url or db.default_url(layout))
-    await database.create_schema()
-    yield Catalog(database), FilesystemDriver(layout.root), layout
-    await database.dispose()
+def env(store):
+    return store.catalog, store.driver, store.layout
 
 
 async def one(data: bytes):
