@@ -608,10 +608,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _key_id_argument(argv: list[str]) -> list[str]:
+    """``berth keys retire <kid>``: a key id is a base64url thumbprint and one in 64 begins with
+    ``-``, which argparse would read as an unknown option. Such an argument (a single dash and
+    more than one letter: no option of the command looks like that) is passed after ``--``."""
+    if argv[:2] != ["keys", "retire"] or "--" in argv:
+        return argv
+    rest = argv[2:]
+    ids = [a for a in rest if a.startswith("-") and not a.startswith("--") and len(a) > 2]
+    if not ids:
+        return argv
+    return argv[:2] + [a for a in rest if a not in ids] + ["--", *ids]
+
+
 def main(argv: list[str] | None = None) -> int:
     os.umask(0o077)  # every file and directory berth creates is private to the service user
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_key_id_argument(argv))
     args.argv = argv
     return _one_line_errors(args.func)(args)
 
