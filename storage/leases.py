@@ -123,7 +123,17 @@ async def hold(db: Database, name: str, fn: Callable[[], Awaitable[T]], *, ttl: 
     else (True, result). The lease is renewed every ``ttl/3`` seconds and released at the end;
     if a renewal fails, ``fn`` is cancelled and LeaseLost raised."""
     holder = holder or holder_id()
-    if not await acquire(db, name, holder, ttl):
+    taking = asyncio.ensure_future(acquire(db, name, holder, ttl))
+    try:
+        got = await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        # cancelled (a shutdown) while the statement ran in a database thread: it may still have
+        # taken the lease, and nobody else could then collect for ``ttl`` seconds. Give it back.
+        with contextlib.suppress(Exception):
+            if await taking:
+                await release(db, name, holder)
+        raise
+    if not got:
         return False, None
     work = asyncio.ensure_future(fn())
     lost = False

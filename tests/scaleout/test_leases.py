@@ -101,6 +101,33 @@ async def test_hold_runs_once_and_cancels_work_when_the_lease_is_lost(dbs):
         await asyncio.wait_for(task, 30)
 
 
+async def test_hold_cancelled_while_taking_the_lease_gives_it_back(dbs, monkeypatch):
+    """A server stopped while its collector's UPDATE ran in a database thread: the statement took
+    the lease after the coroutine was cancelled. CI saw `berth gc` refused for 60 s after the
+    server's shutdown ("garbage collection is already running ... (for 58 s more)")."""
+    a = dbs[0]
+    took = asyncio.Event()
+    real = leases.acquire
+
+    async def slow_acquire(db, name, holder, ttl):
+        got = await real(db, name, holder, ttl)  # the row is written...
+        took.set()
+        await asyncio.sleep(0.3)  # ...and the answer is still on its way when the cancel comes
+        return got
+
+    monkeypatch.setattr(leases, "acquire", slow_acquire)
+    ran = []
+    task = asyncio.create_task(leases.hold(a, "gc", lambda: asyncio.sleep(0, ran.append(1)), ttl=60, holder="A"))
+    await took.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ran == []
+    assert await leases.current_holder(a, "gc") is None
+    monkeypatch.setattr(leases, "acquire", real)
+    assert await leases.hold(dbs[1], "gc", lambda: asyncio.sleep(0, "collected"), holder="B") == (True, "collected")
+
+
 async def test_berth_gc_refuses_to_run_beside_another_holder(tmp_path, shared_url, dbs):
     assert await leases.acquire(dbs[0], leases.GC_LEASE, "another-replica", ttl=300)
     env = {**os.environ, "BERTH_DATABASE_URL": shared_url}
