@@ -22,7 +22,7 @@ import json
 import threading
 
 import pytest
-from sqlalchemy import event, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.util import await_only
 
 import storage.catalog as catalog_module
@@ -66,7 +66,8 @@ class Pause:
     def here(self) -> None:
         if self.sqlite:  # a database thread: block it (the event loop goes on)
             self.loop.call_soon_threadsafe(self.reached.set)
-            self._go_thread.wait(60)
+            if not self._go_thread.wait(60):  # a test that sits here has lost sight of the other side
+                raise AssertionError("paused 60 s: the competing operation was never seen waiting or done")
         else:
             async def wait() -> None:
                 self.reached.set()
@@ -81,18 +82,23 @@ class Pause:
 
 async def blocked_or_done(database: db.Database, task: asyncio.Task, engine_of_other: db.Database, verb: str) -> None:
     """Return once ``task`` (an operation on ``engine_of_other``) is done, or waits for a lock the
-    paused transaction holds: PostgreSQL shows it in pg_stat_activity; SQLite's wait is in
-    ``BEGIN IMMEDIATE`` (seen as it is sent: if it is sent before the paused transaction ends,
-    it waits for it)."""
+    paused transaction holds: PostgreSQL shows it in pg_stat_activity; on SQLite a write
+    transaction first takes the writer ``flock`` (storage.db._writer_lock), then sends
+    ``BEGIN IMMEDIATE``: a write started before the paused transaction ends waits for it, so
+    the wait is seen as the write starts (before the flock there was only the ``BEGIN``; this
+    test then sat out the pause's 60 s timeout)."""
     waiting = asyncio.Event()
     if engine_of_other.is_sqlite:
         loop = asyncio.get_running_loop()
+        real_run = engine_of_other._run
 
-        def seen(conn, cursor, statement, *args):
-            if statement.startswith("BEGIN IMMEDIATE"):
+        def run(write, fn, args):
+            if write:
+                assert engine_of_other._lock_path is not None  # the flock comes first
                 loop.call_soon_threadsafe(waiting.set)
+            return real_run(write, fn, args)
 
-        event.listen(engine_of_other._engine, "before_cursor_execute", seen)
+        engine_of_other._run = run
     else:
         async def poll() -> None:
             q = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
