@@ -3,7 +3,8 @@
 another process, while concurrent pushes (monolithic, chunked, POST+PUT, mounts), manifest and
 index PUTs, tag moves and manifest deletes go on. The load runs until the server has collected
 ``CHAOS_GC_CYCLES`` times (default 50; on PostgreSQL and on the S3 driver ``CHAOS_GC_CYCLES_OTHER``,
-default a fifth of it, at least 10) and the other process ``CHAOS_GC_RUNS`` times (default 3);
+default a fifth of it, at least 10) and the other process ``CHAOS_GC_RUNS`` times (default 3; there
+``CHAOS_GC_RUNS_OTHER``, default a third of it, at least 1);
 ``make chaos`` runs it as long as you like (``CHAOS_GC_CYCLES=1000 make chaos``).
 
 Then: every acknowledged manifest (not deleted since) is served whole, byte for byte — the pin
@@ -56,8 +57,11 @@ async def unreferenced(server) -> dict[str, int]:
 async def test_gc_in_a_tight_loop_under_concurrent_pushes(registry, seed, database_url):
     cycles, runs = knob("CHAOS_GC_CYCLES", 50), knob("CHAOS_GC_RUNS", 3)
     if database_url or registry.env.get("BERTH_STORAGE_DRIVER") == "s3":
-        # the other database's and the other store's runs: a fifth, at least 10 (as test_crash)
+        # the other database's and the other store's runs (as test_crash): a fifth of the
+        # collections, at least 10, and a third of the `berth gc` runs, at least 1 (the runs are
+        # what these take long for: a process start and a whole collection each)
         cycles = knob("CHAOS_GC_CYCLES_OTHER", max(10, cycles // 5))
+        runs = knob("CHAOS_GC_RUNS_OTHER", max(1, runs // 3))
     registry.env.update({"BERTH_GC_INTERVAL": "0.01", "BERTH_GC_GRACE": "0"})
     await asyncio.to_thread(registry.start)
     load = Load(registry.url, knob("CHAOS_WORKERS", 4), seed)
