@@ -49,4 +49,4 @@ async def start_auth(svc: Services) -> None:
             flush=True,
         )
     elif created:
-        log.info("created admin user %r with the password from BERTH_ADMIN_PASSWORD", ADMIN_USERNAME)
+        log.info("created admin user %r with the configured password (auth.admin_password, BERTH_ADMIN_PASSWORD)", ADMIN_USERNAME)
