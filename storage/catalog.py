@@ -46,6 +46,7 @@ class UploadRecord:
     started_at: float
     updated_at: float
     room: tuple[str, int, int] | None = None  # claim_upload(quota=True): quota_room, read in the same transaction
+    pinned: bool = False  # claim_upload(pin=…): the blob's row was pinned in the claim's transaction
 
 
 @dataclass(frozen=True)
@@ -857,12 +858,19 @@ class Catalog:
     async def claim_upload(
         self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None,
         *, holder: str | None = None, quota: bool = False, digest: str | None = None,
+        pin: tuple[int, float | None] | None = None,
     ) -> UploadRecord:
         """Take the session's lease (compare-and-set): nobody else holds an unexpired one (or,
         with ``holder``, that token holds it: a request known to be dead) and, when ``start``
         is given, the committed offset is ``start``. Raises UploadUnknown, or UploadBusy /
         UploadOutOfOrder (with the committed offset) when the lease is refused. With ``quota``,
-        the record's ``room`` is ``quota_room(name, digest)``, read in the same round trip."""
+        the record's ``room`` is ``quota_room(name, digest)``, read in the same round trip.
+
+        ``pin`` = (size, steal_before): the caller holds the whole blob ``digest`` (``size``
+        bytes, verified as the content of a session at offset 0); when the session is at offset
+        0 and the tenant's quota has room for it, the blob's row is pinned (``pin_blob``) in this
+        same transaction, and the record says ``pinned``: the push saves a round trip. Otherwise
+        nothing is pinned and the caller goes the usual way."""
         now = time.time()
         params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
         if start is not None:
@@ -885,6 +893,11 @@ class Catalog:
             record = _upload_record(row)
             if quota:
                 record = dataclasses.replace(record, room=_room_for(conn, name, digest))
+            if pin is not None and record.offset == 0:
+                size, steal_before = pin
+                room = record.room
+                if (room is None or room[2] + size <= room[1]) and _pin(conn, digest, size, steal_before):
+                    record = dataclasses.replace(record, pinned=True)
             return record
 
         return await self.db.write(run)
