@@ -272,3 +272,34 @@ async def test_index_with_40000_children_missing(env):
     assert e.value.detail == {"missing": children}
     assert await count(database, Manifest) == 0
     assert await count(database, Repository) == 0
+
+
+async def test_sqlite_threads_keep_their_connection(tmp_path):
+    """On SQLite each database thread keeps one connection (and one descriptor of the writer
+    lock) between operations; a failed write leaves no transaction behind; dispose() closes
+    them and the next operation opens them again."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    database = db.Database(f"sqlite:///{tmp_path / 'kept.db'}")
+    await database.create_schema()
+    try:
+        await database.write(lambda c: c.execute(text("CREATE TABLE t (x INTEGER PRIMARY KEY)")))
+        for i in range(3 * db.DB_THREADS):
+            await database.write(lambda c, i=i: c.execute(text("INSERT INTO t VALUES (:x)"), {"x": i}))
+        assert len(database._kept_all) <= db.DB_THREADS  # one per thread, not one per operation
+
+        def fails(c):
+            c.execute(text("INSERT INTO t VALUES (100)"))
+            raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await database.write(fails)
+        for _ in range(2 * db.DB_THREADS):  # every thread: no transaction left open, nothing of it kept
+            assert await database.read(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 3 * db.DB_THREADS
+            assert await database.write(lambda c: c.connection.dbapi_connection.in_transaction) is False
+        await database.dispose()
+        database._pool = db.ThreadPoolExecutor(db.DB_THREADS)  # as if started again
+        assert await database.read(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 3 * db.DB_THREADS
+        await database.write(lambda c: c.execute(text("INSERT INTO t VALUES (200)")))
+    finally:
+        await database.dispose()
