@@ -10,7 +10,8 @@ SQLAlchemy ``Connection`` (Core, or an ORM ``Session(bind=conn)``), run whole by
   the async ORM on aiosqlite, which hops threads for every DB-API call. SQLite has a
   single writer, so writes are serialised by one asyncio lock for the whole process.
   Each thread keeps its connection between operations (a pool checkout and check-in
-  cost more than a push's statements).
+  cost more than a push's statements), and the hot paths' prebuilt statements go to
+  its DB-API cursor directly (``execute_direct``).
 * Any other URL (``postgresql+asyncpg://…``): SQLAlchemy's async engine runs the same
   function with ``AsyncConnection.run_sync``; the driver stays truly asynchronous and
   the database's own locking and constraints do the work.
@@ -29,8 +30,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Connection, Float, LargeBinary, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from .paths import Layout
@@ -61,6 +63,82 @@ def upsert_insert(conn: Connection, model):
     except KeyError:
         raise RuntimeError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL") from None
     return dialect.insert(model)
+
+
+class DirectResult:
+    """What ``execute_direct`` answers on SQLite: the row count and the first row (if any)."""
+    __slots__ = ("rowcount", "_row")
+
+    def __init__(self, rowcount: int, row: tuple | None) -> None:
+        self.rowcount = rowcount
+        self._row = row
+
+    def first(self) -> tuple | None:
+        return self._row
+
+    def scalar(self) -> Any:
+        return None if self._row is None else self._row[0]
+
+
+# statement → (the statement, its SQLite SQL or None when it needs SQLAlchemy, bind names in order,
+# bind defaults); keyed by id() of module-level statements, which live as long as the process
+_DIRECT: dict[int, tuple[Any, str | None, tuple[str, ...], dict]] = {}
+
+
+def _direct_entry(conn: Connection, stmt) -> tuple[Any, str | None, tuple[str, ...], dict]:
+    compiled = stmt.compile(dialect=conn.dialect)
+    # a float or bytes value needs no converting for sqlite3 (SQLAlchemy's float() and Binary()
+    # change nothing it stores: REAL affinity, a BLOB either way)
+    converted = any(
+        fn is not None and not isinstance(compiled.binds[key].type, (Float, LargeBinary))
+        for key, fn in compiled._bind_processors.items()  # noqa: SLF001
+    ) or any(
+        column[3]._cached_result_processor(conn.dialect, None) is not None  # noqa: SLF001
+        for column in getattr(compiled, "_result_columns", ())
+    )
+    if converted or compiled.positiontup is None or getattr(compiled, "effective_returning", None):
+        return stmt, None, (), {}  # its values need converting: SQLAlchemy's way
+    return stmt, str(compiled), tuple(compiled.positiontup), dict(compiled.params)
+
+
+def execute_direct(conn: Connection, stmt, params: dict):
+    """Run one of the hot paths' prebuilt statements (a module-level constant) for its row count
+    and first row. On SQLite it goes straight to the DB-API cursor of ``conn``'s connection, in
+    ``conn``'s transaction: SQLAlchemy's execution (context, result object, cache lookup) costs
+    several times what SQLite takes to run a statement of a push; the SQL is compiled by
+    SQLAlchemy once. A statement whose values need converting (a type with a bind or result
+    processor), and every other database, go through ``conn.execute``."""
+    if conn.dialect.name != "sqlite":
+        return conn.execute(stmt, params)
+    entry = _DIRECT.get(id(stmt))
+    if entry is None or entry[0] is not stmt:
+        entry = _DIRECT[id(stmt)] = _direct_entry(conn, stmt)
+    _, sql, keys, defaults = entry
+    if sql is None:
+        return conn.execute(stmt, params)
+    values = tuple([params[k] if k in params else defaults[k] for k in keys])
+    return _direct(conn, sql, values)
+
+
+def begin_immediate(conn: Connection) -> None:
+    """SQLite's ``BEGIN IMMEDIATE`` on ``conn``'s connection (straight to the cursor, as above)."""
+    _direct(conn, "BEGIN IMMEDIATE", ())
+
+
+def _direct(conn: Connection, sql: str, values: tuple) -> DirectResult:
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql, values)
+        row = cursor.fetchone() if cursor.description is not None else None
+        return DirectResult(cursor.rowcount, row)
+    except dbapi_error(conn) as e:
+        raise DBAPIError.instance(sql, values, e, dbapi_error(conn)) from e
+    finally:
+        cursor.close()
+
+
+def dbapi_error(conn: Connection) -> type[Exception]:
+    return conn.dialect.loaded_dbapi.Error
 
 
 def _schema_lock(conn: Connection) -> None:

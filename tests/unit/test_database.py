@@ -303,3 +303,30 @@ async def test_sqlite_threads_keep_their_connection(tmp_path):
         await database.write(lambda c: c.execute(text("INSERT INTO t VALUES (200)")))
     finally:
         await database.dispose()
+
+
+async def test_direct_statements_run_in_the_transaction(env):
+    """execute_direct (SQLite: the DB-API cursor; PostgreSQL: conn.execute) answers as
+    SQLAlchemy would, belongs to the write's transaction, and raises SQLAlchemy's errors."""
+    from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
+
+    from storage import catalog as catalog_module  # noqa: PLC0415
+
+    catalog, _, database = env
+    await catalog.create_upload("a" * 32, "lib/app", b"\x01" * 8, {"k": 1})
+    record = await catalog.get_upload("a" * 32, "lib/app")
+    assert (record.offset, record.hash_state, record.driver_state) == (0, b"\x01" * 8, {"k": 1})
+    assert await database.read(lambda c: db.execute_direct(c, catalog_module._REPO_ID, {"name": "no/such"}).scalar()) is None
+
+    def claim_then_fail(c):
+        params = {"p_id": "a" * 32, "p_name": "lib/app", "p_now": 1.0, "p_token": "t" * 32, "p_expires_at": 9e12}
+        assert db.execute_direct(c, catalog_module._CLAIM, params).rowcount == 1
+        raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await database.write(claim_then_fail)
+    assert await catalog.release_upload("a" * 32, "t" * 32) is None
+    row = await database.read(catalog_module._upload_row, "a" * 32)
+    assert row.lease_token is None and row.repository == "lib/app"  # the claim was rolled back
+    with pytest.raises(IntegrityError):
+        await catalog.create_upload("a" * 32, "lib/app", None, {})  # the same id again
