@@ -6,6 +6,7 @@ one synchronous SQLAlchemy Core function in one database round trip through
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, delete, exists, func, select, text, update
 
 from . import digest as digests
-from .db import Database, upsert_insert
+from .db import Database, begin_immediate, execute_direct, upsert_insert
 from .errors import (
     BlobDeleting,
     BlobInUse,
@@ -46,6 +47,7 @@ class UploadRecord:
     started_at: float
     updated_at: float
     room: tuple[str, int, int] | None = None  # claim_upload(quota=True): quota_room, read in the same transaction
+    pinned: bool = False  # claim_upload(pin=…): the blob's row was pinned in the claim's transaction
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,15 @@ _UPLOAD_ROW = select(
 ).where(Upload.id == bindparam("id"))
 
 
+# a row of _UPLOAD_ROW as execute_direct answers it on SQLite (a plain tuple), with its names
+_UploadRow = collections.namedtuple("_UploadRow", [c.key for c in _UPLOAD_ROW.selected_columns])
+
+
+def _upload_row(conn: Connection, upload_id: str):
+    row = execute_direct(conn, _UPLOAD_ROW, {"id": upload_id}).first()
+    return row if row is None or hasattr(row, "_fields") else _UploadRow._make(row)
+
+
 _LEASE_FREE = Upload.lease_token.is_(None) | Upload.lease_expires_at.is_(None) | (Upload.lease_expires_at < bindparam("p_now"))
 _CLAIM = (
     update(Upload)
@@ -140,7 +151,7 @@ _MANIFEST_ID_LOCKED = (
 
 
 def _repo_id(conn: Connection, name: str) -> int | None:
-    return conn.execute(_REPO_ID, {"name": name}).scalar()
+    return execute_direct(conn, _REPO_ID, {"name": name}).scalar()
 
 
 def write_lock(conn: Connection) -> None:
@@ -153,7 +164,7 @@ def write_lock(conn: Connection) -> None:
     transaction. (In one process writes are serialised anyway.) PostgreSQL locks rows
     instead (``FOR KEY SHARE`` / ``FOR UPDATE`` where a check must hold)."""
     if conn.dialect.name == "sqlite" and not conn.connection.dbapi_connection.in_transaction:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        begin_immediate(conn)
 
 
 _TENANT_KEY_SHARE = (
@@ -168,7 +179,7 @@ def _check_tenant(conn: Connection, name: str) -> None:
     push and then deletes what it added. Closes the race of a push into a tenant being
     force-deleted (issue 7): never a repository, link or manifest of a tenant that is gone."""
     tenant = name.split("/", 1)[0]
-    row = conn.execute(_TENANT_KEY_SHARE, {"p_tenant": tenant}).first()
+    row = execute_direct(conn, _TENANT_KEY_SHARE, {"p_tenant": tenant}).first()
     if row is None:
         raise NameUnknown(f"repository {name!r} belongs to no tenant (deleted?)", {"name": name})
 
@@ -236,7 +247,7 @@ def _pin(conn: Connection, digest: str, size: int, steal_before: float | None = 
     params = {"p_digest": digest, "p_size": size, "p_now": now, "p_hold": now + PIN_HOLD}
     if steal_before is not None:
         params["p_steal_before"] = steal_before
-    return conn.execute(stmt, params).rowcount == 1
+    return execute_direct(conn, stmt, params).rowcount == 1
 
 
 _TOUCH = (
@@ -250,7 +261,7 @@ def _touch(conn: Connection, digest: str) -> bool:
     """Mark a live blob row used now; False when there is none, or garbage collection has
     marked it. On PostgreSQL the row stays locked until the transaction ends, so a
     collector's mark waits, then sees the fresh ``last_used_at``."""
-    return conn.execute(_TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
+    return execute_direct(conn, _TOUCH, {"p_digest": digest, "p_now": time.time()}).rowcount == 1
 
 
 def _hold_link(conn: Connection, rid: int, digest: str) -> None:
@@ -266,7 +277,7 @@ def _hold_link(conn: Connection, rid: int, digest: str) -> None:
         stmt = _HOLD_LINK[conn.dialect.name] = insert.on_conflict_do_update(
             index_elements=[RepositoryBlob.repository_id, RepositoryBlob.digest],
             set_={"created_at": insert.excluded.created_at})
-    conn.execute(stmt, {"p_rid": rid, "p_digest": digest, "p_at": time.time() + PIN_HOLD})
+    execute_direct(conn, stmt, {"p_rid": rid, "p_digest": digest, "p_at": time.time() + PIN_HOLD})
 
 
 _HOLD_LINK: dict[str, object] = {}
@@ -341,7 +352,7 @@ def _usage(conn: Connection, tenant: str) -> int:
 
 def _quota_room(conn: Connection, tenant: str) -> tuple[int, int] | None:
     """(quota, usage) of a tenant with a quota, else None. Reads only (no lock)."""
-    quota = conn.execute(_QUOTA, {"p_tenant": tenant}).scalar()
+    quota = execute_direct(conn, _QUOTA, {"p_tenant": tenant}).scalar()
     if quota is None:
         return None
     return int(quota), _usage(conn, tenant)
@@ -358,7 +369,7 @@ def _room_for(conn: Connection, name: str, digest: str | None) -> tuple[str, int
         return None
     if digest is not None:
         params = {**_tenant_params(tenant), "p_digest": digest}
-        if conn.execute(_BLOB_IN_TENANT, params).first() is not None:
+        if execute_direct(conn, _BLOB_IN_TENANT, params).first() is not None:
             return None
     return (tenant, *room)
 
@@ -374,7 +385,7 @@ def _check_quota(conn: Connection, name: str, digest: str, size: int, *, manifes
         return
     write_lock(conn)  # SQLite: the reads below belong to this write transaction (several processes)
     params = _tenant_params(tenant)
-    if conn.execute(_QUOTA, params).scalar() is None:
+    if execute_direct(conn, _QUOTA, params).scalar() is None:
         return  # no quota: no lock, no usage query
     params["p_digest"] = digest
     if conn.execute(_MANIFEST_IN_TENANT if manifest else _BLOB_IN_TENANT, params).first() is not None:
@@ -455,7 +466,7 @@ class Catalog:
     async def blob_size(self, name: str, digest: str) -> int | None:
         """Size of a blob the repository may serve, or None."""
         params = {"name": name, "digest": digest}
-        return await self.db.read(lambda c: c.execute(_BLOB_SIZE, params).scalar())
+        return await self.db.read(lambda c: execute_direct(c, _BLOB_SIZE, params).scalar())
 
     # ---- quotas --------------------------------------------------------------
     async def tenant_usage(self, tenant: str) -> int:
@@ -483,7 +494,7 @@ class Catalog:
         def run(conn: Connection) -> None:
             _link(conn, name, digest, size, self.tenants)
             if finished_upload is not None:
-                conn.execute(_DELETE_UPLOAD, {"p_id": finished_upload})
+                execute_direct(conn, _DELETE_UPLOAD, {"p_id": finished_upload})
 
         await self.db.write(run)
 
@@ -492,7 +503,7 @@ class Catalog:
         not marked it; its size, or None (then the client uploads it)."""
 
         def run(conn: Connection) -> int | None:
-            size = conn.execute(_BLOB_SIZE, {"name": source, "digest": digest}).scalar()
+            size = execute_direct(conn, _BLOB_SIZE, {"name": source, "digest": digest}).scalar()
             if size is None:
                 return None
             _check_quota(conn, name, digest, size)
@@ -839,7 +850,7 @@ class Catalog:
                     # count the same rows); on SQLite the INSERT below takes the write lock first
                     key = zlib.crc32(principal.encode()) | (0x55 << 32)
                     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-            conn.execute(_CREATE_UPLOAD, params)
+            execute_direct(conn, _CREATE_UPLOAD, params)
             if principal is not None and max_open:
                 count, oldest = conn.execute(_OPEN_UPLOADS, params).one()
                 if count > max_open:  # this one included: undo it (the transaction rolls back)
@@ -849,7 +860,7 @@ class Catalog:
 
     async def get_upload(self, upload_id: str, name: str) -> UploadRecord:
         """The session ``upload_id`` of repository ``name``; UploadUnknown otherwise."""
-        row = await self.db.read(lambda c: c.execute(_UPLOAD_ROW, {"id": upload_id}).first())
+        row = await self.db.read(_upload_row, upload_id)
         if row is None or row.repository != name:
             raise UploadUnknown(detail={"upload": upload_id})
         return _upload_record(row)
@@ -857,12 +868,19 @@ class Catalog:
     async def claim_upload(
         self, upload_id: str, name: str, token: str, expires_at: float, start: int | None = None,
         *, holder: str | None = None, quota: bool = False, digest: str | None = None,
+        pin: tuple[int, float | None] | None = None,
     ) -> UploadRecord:
         """Take the session's lease (compare-and-set): nobody else holds an unexpired one (or,
         with ``holder``, that token holds it: a request known to be dead) and, when ``start``
         is given, the committed offset is ``start``. Raises UploadUnknown, or UploadBusy /
         UploadOutOfOrder (with the committed offset) when the lease is refused. With ``quota``,
-        the record's ``room`` is ``quota_room(name, digest)``, read in the same round trip."""
+        the record's ``room`` is ``quota_room(name, digest)``, read in the same round trip.
+
+        ``pin`` = (size, steal_before): the caller holds the whole blob ``digest`` (``size``
+        bytes, verified as the content of a session at offset 0); when the session is at offset
+        0 and the tenant's quota has room for it, the blob's row is pinned (``pin_blob``) in this
+        same transaction, and the record says ``pinned``: the push saves a round trip. Otherwise
+        nothing is pinned and the caller goes the usual way."""
         now = time.time()
         params = {"p_id": upload_id, "p_name": name, "p_now": now, "p_token": token, "p_expires_at": expires_at}
         if start is not None:
@@ -874,8 +892,8 @@ class Catalog:
             params["p_holder"] = holder
 
         def run(conn: Connection) -> UploadRecord:
-            claimed = conn.execute(stmt, params).rowcount == 1
-            row = conn.execute(_UPLOAD_ROW, {"id": upload_id}).first()
+            claimed = execute_direct(conn, stmt, params).rowcount == 1
+            row = _upload_row(conn, upload_id)
             if row is None or row.repository != name:
                 raise UploadUnknown(detail={"upload": upload_id})
             if not claimed:
@@ -885,6 +903,11 @@ class Catalog:
             record = _upload_record(row)
             if quota:
                 record = dataclasses.replace(record, room=_room_for(conn, name, digest))
+            if pin is not None and record.offset == 0:
+                size, steal_before = pin
+                room = record.room
+                if (room is None or room[2] + size <= room[1]) and _pin(conn, digest, size, steal_before):
+                    record = dataclasses.replace(record, pinned=True)
             return record
 
         return await self.db.write(run)
@@ -892,7 +915,7 @@ class Catalog:
     async def renew_upload_lease(self, upload_id: str, token: str, expires_at: float) -> bool:
         """Extend a held lease (a long body is streaming); False when it is no longer held."""
         params = {"p_id": upload_id, "p_token": token, "p_expires_at": expires_at, "p_now": time.time()}
-        return await self.db.write(lambda c: c.execute(_RENEW, params).rowcount == 1)
+        return await self.db.write(lambda c: execute_direct(c, _RENEW, params).rowcount == 1)
 
     async def save_upload(
         self, upload_id: str, token: str, offset: int, hash_state: bytes | None, driver_state: dict
@@ -900,15 +923,15 @@ class Catalog:
         """Record a successful append and release the lease, if the lease is still held."""
         params = {"p_id": upload_id, "p_token": token, "p_offset": offset, "p_hash_state": hash_state,
                   "p_driver_state": json.dumps(driver_state), "p_now": time.time()}
-        return await self.db.write(lambda c: c.execute(_SAVE, params).rowcount == 1)
+        return await self.db.write(lambda c: execute_direct(c, _SAVE, params).rowcount == 1)
 
     async def release_upload(self, upload_id: str, token: str) -> None:
         """Give the lease back, changing nothing else (a failed append)."""
         params = {"p_id": upload_id, "p_token": token}
-        await self.db.write(lambda c: c.execute(_RELEASE, params))
+        await self.db.write(lambda c: execute_direct(c, _RELEASE, params))
 
     async def delete_upload(self, upload_id: str) -> None:
-        await self.db.write(lambda c: c.execute(_DELETE_UPLOAD, {"p_id": upload_id}))
+        await self.db.write(lambda c: execute_direct(c, _DELETE_UPLOAD, {"p_id": upload_id}))
 
     async def stale_uploads(self, older_than: float) -> list[tuple[str, dict]]:
         """(id, driver state) of sessions idle since before ``older_than`` and not being written."""

@@ -97,6 +97,8 @@ def _rows(conn: Connection) -> dict:
             select(Repository.name, RepositoryBlob.digest).join(Repository, Repository.id == RepositoryBlob.repository_id)
         ).all(),
         "uploads": set(conn.execute(select(Upload.id)).scalars()),
+        # sessions that recorded bytes (a session's file is created with its first byte)
+        "written": set(conn.execute(select(Upload.id).where(Upload.offset > 0)).scalars()),
     }
 
 
@@ -200,8 +202,8 @@ async def fsck(
     report.uploads_checked = len(known)
     for u in sorted(in_store - known):
         report.orphaned.append(Finding("orphan-upload", u, "upload bytes no session knows (gc removes them after upload_expiry)"))
-    if driver.name == "filesystem":  # every session has its file from the start (s3: parts come later)
-        for u in sorted(rows["uploads"] - in_store):
+    if driver.name == "filesystem":  # a session that recorded bytes has its file (s3: parts are assembled later)
+        for u in sorted(rows["written"] - in_store):
             report.orphaned.append(Finding("upload-without-bytes", u, "a session whose bytes are gone (it expires)"))
     return report
 

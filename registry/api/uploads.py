@@ -61,6 +61,15 @@ def _chunk_bounds(request: web.Request) -> tuple[int | None, int | None]:
     return start, length
 
 
+def _body(request: web.Request) -> bytes | None:
+    """The whole body when it has already arrived (a small chunk or blob usually comes in the
+    packets of its headers): the service then skips streaming it."""
+    content = request.content
+    if content.is_eof() and content.exception() is None:
+        return content.read_nowait()
+    return None
+
+
 def _session(request: web.Request) -> tuple[str, str]:
     name = repository(request)
     upload_id = request.match_info["upload_id"]
@@ -107,9 +116,11 @@ async def patch_upload(request: web.Request) -> web.Response:
     """PATCH: append a chunk (streamed). A chunk that does not start at the current end → 416."""
     name, upload_id = _session(request)
     start, length = _chunk_bounds(request)
+    body = _body(request)
     with _where(name, upload_id):
         status = await services(request).uploads.append(
-            name, upload_id, request.content.iter_chunked(BUFFER), start, length
+            name, upload_id, None if body is not None else request.content.iter_chunked(BUFFER), start, length,
+            body=body,
         )
     return web.Response(status=202, headers=_upload_headers(name, upload_id, status.offset))
 
@@ -121,12 +132,14 @@ async def finish_upload(request: web.Request) -> web.Response:
     if not raw:
         raise APIError("DIGEST_INVALID", "the digest query parameter is required", {"upload": upload_id})
     digest = names.digest(raw)
-    chunks = start = length = None
+    chunks = body = start = length = None
     if request.body_exists:
         start, length = _chunk_bounds(request)
-        chunks = request.content.iter_chunked(BUFFER)
+        body = _body(request)
+        if body is None:
+            chunks = request.content.iter_chunked(BUFFER)
     with _where(name, upload_id):
-        await services(request).uploads.finish(name, upload_id, digest, chunks, start, length)
+        await services(request).uploads.finish(name, upload_id, digest, chunks, start, length, body=body)
     return _blob_created(name, digest)
 
 

@@ -74,14 +74,21 @@ class Blobs:
         await self.catalog.unlink_blob(name, digest)
 
     async def place(
-        self, name: str, digest: str, size: int, upload_id: str, state: UploadState, *, session: bool
+        self, name: str, digest: str, size: int, upload_id: str, state: UploadState, *, session: bool,
+        pinned: bool = False, data: bytes | None = None,
     ) -> None:
         """Place a verified upload as the content of ``digest`` and link it to ``name``: pin the
-        row, ``driver.commit`` exactly ``size`` bytes, then link (ending the upload session's
-        row in the same transaction when ``session``)."""
-        await self.pin(digest, size)
+        row (unless the caller already did, ``pinned``: in the transaction that claimed the
+        session), ``driver.commit`` exactly ``size`` bytes (``data``: the whole upload, held in
+        memory and not written yet), then link (ending the upload session's row in the same
+        transaction when ``session``)."""
+        if not pinned:
+            await self.pin(digest, size)
         try:
-            await self.driver.commit(upload_id, state, size, digest)
+            if data is None:
+                await self.driver.commit(upload_id, state, size, digest)
+            else:
+                await self.driver.commit(upload_id, state, size, digest, data=data)
         except UploadUnknown:
             # the upload is gone, but a PUT of this same session may have committed it and died
             # (SIGKILL) before the link: its row still says "complete", and the content under the

@@ -41,7 +41,7 @@ from storage.content import ContentDriver
 from storage.content.hashing import ResumableSHA256, resumable_sha256
 from storage.errors import BlobDeleting, BlobTooLarge, DigestInvalid, QuotaExceeded, SizeInvalid, UploadBusy
 
-from .blobs import Blobs
+from .blobs import MARK_STALE, Blobs
 
 log = logging.getLogger("berth.uploads")
 
@@ -224,16 +224,20 @@ class Uploads:
         return UploadStatus(upload_id, record.offset)
 
     async def append(
-        self, name: str, upload_id: str, chunks: AsyncIterable[bytes], start: int | None, length: int | None
+        self, name: str, upload_id: str, chunks: AsyncIterable[bytes] | None, start: int | None, length: int | None,
+        *, body: bytes | None = None,
     ) -> UploadStatus:
-        """PATCH: one chunk at the committed offset."""
+        """PATCH: one chunk at the committed offset (``body``: the chunk, already received whole)."""
+        if body is not None:
+            chunks = _once(body)
         self._check_length(start or 0, length)
         lease, record = await self._claim(name, upload_id, start, quota=True)
         room = Room(*record.room) if record.room is not None else None
         try:
             if room is not None and length is not None:
                 room.check(record.offset + length)
-            offset, _hasher, _state = await self._write(lease, record, chunks, length, save=True, room=room)
+            offset, _hasher, _state = await self._write(lease, record, chunks, length, save=True, room=room,
+                                                        renew=body is None)
         except QuotaExceeded:
             await self._discard(upload_id, record.driver_state)  # nothing of the push stays behind
             raise
@@ -250,17 +254,41 @@ class Uploads:
         chunks: AsyncIterable[bytes] | None,
         start: int | None,
         length: int | None,
+        *,
+        body: bytes | None = None,
     ) -> None:
         """PUT ?digest=: an optional last chunk, then verify what the database says was
         received and place exactly that. A wrong digest (or an upload holding fewer bytes
-        than recorded) deletes the session and keeps nothing."""
+        than recorded) deletes the session and keeps nothing.
+
+        ``body``: the last chunk, already received whole (instead of ``chunks``). When it is
+        the whole blob (the session is at offset 0 and it has the digest asked for) the claim
+        pins the blob's row in its own transaction and the body is written and placed in one
+        step (``Blobs.place(pinned=True, data=…)``): two round trips fewer, and no lease
+        renewal (nothing streams while the lease is held)."""
         algorithm, _ = digests.parse(digest)
+        if body is not None:
+            chunks = _once(body)
         if chunks is not None:
             self._check_length(start or 0, length)
+        pin = None
+        if (
+            body is not None and algorithm == "sha256" and not start
+            and (length is None or length == len(body))
+            and (self.max_blob_size is None or len(body) <= self.max_blob_size)
+            and digests.of_bytes(body, "sha256") == digest
+        ):
+            pin = (len(body), time.time() - MARK_STALE)
         lease, record = await self._claim(name, upload_id, start if chunks is not None else None,
-                                          quota=True, digest=digest)
+                                          quota=True, digest=digest, pin=pin)
+        if record.pinned:
+            await self._place_whole(name, upload_id, digest, body, lease, record)
+            return
         room = Room(*record.room) if record.room is not None else None
-        lease.start()  # held through the last chunk, the re-hash (if any) and the commit
+        if body is None or record.offset > 0:
+            # held through the last chunk, the re-hash (if any) and the commit (all small when the
+            # whole upload is a body held in memory: then it is not renewed)
+            lease.start()
         done = False
         try:
             offset, hasher, state = record.offset, _resume(record), record.driver_state
@@ -270,7 +298,8 @@ class Uploads:
                 if chunks is not None:
                     # not recorded: the commit below follows at once; should it fail, the session
                     # stays at its recorded offset and these bytes are overwritten by the next append
-                    offset, hasher, state = await self._write(lease, record, chunks, length, save=False, room=room)
+                    offset, hasher, state = await self._write(lease, record, chunks, length, save=False, room=room,
+                                                              renew=body is None)
             except QuotaExceeded:
                 await self._discard(upload_id, state)  # nothing of the push stays behind
                 done = True
@@ -295,6 +324,24 @@ class Uploads:
             if not done:
                 await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
 
+    async def _place_whole(self, name: str, upload_id: str, digest: str, body: bytes, lease: _Lease, record) -> None:
+        """``finish`` of a session at offset 0 whose PUT carried the whole blob, verified, and whose
+        claim pinned the blob's row: write and place it in one step, then link."""
+        done = False
+        try:
+            try:
+                lease.check()
+                await self.blobs.place(name, digest, len(body), upload_id, record.driver_state,
+                                       session=True, pinned=True, data=body)
+            except (SizeInvalid, BlobDeleting, QuotaExceeded):
+                await self._discard(upload_id, record.driver_state)  # as finish: nothing is kept
+                done = True
+                raise
+            done = True
+        finally:
+            if not done:
+                await asyncio.shield(self.catalog.release_upload(upload_id, lease.token))
+
     async def cancel(self, name: str, upload_id: str) -> None:
         record = await self.catalog.get_upload(upload_id, name)
         await self._discard(upload_id, record.driver_state)
@@ -310,11 +357,12 @@ class Uploads:
         return Room(*r) if r is not None else None
 
     async def _claim(self, name: str, upload_id: str, start: int | None, *, quota: bool = False,
-                     digest: str | None = None) -> tuple[_Lease, object]:
-        """Take the session's lease; with ``quota`` the record also carries the tenant's room."""
+                     digest: str | None = None, pin: tuple[int, float] | None = None) -> tuple[_Lease, object]:
+        """Take the session's lease; with ``quota`` the record also carries the tenant's room;
+        with ``pin`` the claim may pin ``digest`` too (``Catalog.claim_upload``)."""
         token = new_token()
         claimed_at = time.monotonic()
-        q = {"quota": quota, "digest": digest}
+        q = {"quota": quota, "digest": digest, "pin": pin}
         try:
             record = await self.catalog.claim_upload(upload_id, name, token, time.time() + LEASE, start, **q)
         except UploadBusy as busy:
@@ -328,14 +376,17 @@ class Uploads:
             )
         return _Lease(self.catalog, upload_id, token, record.offset, claimed_at), record
 
-    async def _write(self, lease: _Lease, record, chunks, length, *, save: bool, room: Room | None = None):
+    async def _write(self, lease: _Lease, record, chunks, length, *, save: bool, room: Room | None = None,
+                     renew: bool = True):
         """Append under the lease; when ``save``, record the result and release the lease.
-        (offset, hasher, driver state)."""
+        (offset, hasher, driver state). ``renew`` false: the body is in memory already, nothing
+        streams, and the lease is not renewed while it is written."""
         hasher = _resume(record)
         if self.max_blob_size is not None and length is not None and record.offset + length > self.max_blob_size:
             raise BlobTooLarge(self.max_blob_size)
         renewing = lease.renewing
-        lease.start()
+        if renew:
+            lease.start()
         try:
             written, state = await self.driver.append(
                 record.id, record.driver_state, record.offset,
@@ -425,6 +476,10 @@ class Uploads:
                 await self.catalog.delete_upload(upload_id)
 
         await asyncio.shield(run())
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 def _resume(record) -> ResumableSHA256 | None:

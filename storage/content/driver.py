@@ -85,11 +85,16 @@ class ContentDriver(Protocol):
         """Stream the first ``size`` bytes of an upload (re-hashing when no hash state is at
         hand, e.g. a sha512 digest). May be slow (s3 assembles the parts first)."""
 
-    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str,
+                     data: bytes | None = None) -> None:
         """Place exactly the first ``size`` bytes of the upload as the content of ``digest``
         (the caller verified the digest), then forget the upload. When content for
         ``digest`` is already stored it is kept and the upload discarded. Raises
-        ``storage.errors.SizeInvalid`` when the upload holds fewer than ``size`` bytes."""
+        ``storage.errors.SizeInvalid`` when the upload holds fewer than ``size`` bytes.
+
+        ``data``: the whole upload (``size`` bytes, at offset 0), held by the caller and not
+        appended: written and placed in one step (a small blob whose body came with its PUT);
+        whatever the upload held is discarded."""
 
     async def abort(self, upload_id: str, state: UploadState | None) -> None:
         """Discard an upload and its bytes (no error when already gone)."""

@@ -8,7 +8,8 @@ upload is one file written at the offset the database holds (``append`` truncate
 first, so bytes an interrupted append left behind are dropped); ``commit`` cuts it to the
 committed size, fsyncs it and renames it into ``blobs/`` (same filesystem: atomic), then
 fsyncs the directory. A file under ``blobs/`` is therefore always whole. The upload state
-is empty: the file's name is the upload id.
+is empty: the file's name is the upload id. The file is created with the upload's first
+byte (a session that never received one has none; ``commit`` of 0 bytes needs none).
 
 Every blocking call runs in the default thread pool, one hop per ~1 MiB buffer; blob GETs
 use ``local_path`` (sendfile) rather than ``read``.
@@ -138,8 +139,7 @@ class FilesystemDriver:
 
     # ---- upload sessions -------------------------------------------------------------
     async def start_upload(self, upload_id: str) -> UploadState:
-        path = self._upload_path(upload_id)
-        await self._run(lambda: path.touch(exist_ok=False))
+        self._upload_path(upload_id)  # validates the id; the file is created with the first byte
         return {}
 
     async def append(
@@ -151,7 +151,9 @@ class FilesystemDriver:
             try:
                 f = open(path, "r+b")
             except FileNotFoundError:
-                raise UploadUnknown(detail={"upload": upload_id}) from None
+                if offset != 0:
+                    raise UploadUnknown(detail={"upload": upload_id}) from None
+                f = open(path, "w+b")  # the first bytes of the upload: its file starts here
             try:
                 size = os.fstat(f.fileno()).st_size
                 if size < offset:
@@ -219,17 +221,45 @@ class FilesystemDriver:
         try:
             f = await self._run(open, path, "rb")
         except FileNotFoundError:
+            if size == 0:  # nothing written yet: no file
+                return
             raise UploadUnknown(detail={"upload": upload_id}) from None
         async for chunk in self._stream(f, 0, size):
             yield chunk
 
-    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str,
+                     data: bytes | None = None) -> None:
         src = self._upload_path(upload_id)
         dst = self.layout.blob(digest)
 
+        def place_data() -> None:
+            # one thread hop: write the upload file whole, fsync, rename, fsync the directory
+            if dst.exists():  # deduplicated: nothing to write
+                src.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(dst)
+                return
+            fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            _fsync_dir(dst.parent)
+
+        if data is not None:
+            if len(data) != size:
+                raise SizeInvalid(f"upload holds {len(data)} bytes, not {size}", {"upload": upload_id})
+            await self._run(place_data)
+            return
+
         def place() -> None:
             try:
-                fd = os.open(src, os.O_RDWR)
+                fd = os.open(src, os.O_RDWR | (os.O_CREAT if size == 0 else 0), 0o666)  # empty: maybe no file yet
             except FileNotFoundError:
                 raise UploadUnknown(detail={"upload": upload_id}) from None
             try:

@@ -668,9 +668,20 @@ class S3Driver:
         async for chunk in self._read_key(key, 0, size):
             yield chunk
 
-    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str) -> None:
+    async def commit(self, upload_id: str, state: UploadState, size: int, digest: str,
+                     data: bytes | None = None) -> None:
         dst = self._blob_key(digest)
         mpu, parts, pieces, _ = self._parse_state(state)
+        if data is not None:  # the whole upload, never written: one PUT of the blob itself
+            if len(data) != size:
+                raise SizeInvalid(f"the upload holds {len(data)} bytes, not {size}")
+            if await self._head(dst) != size:
+                await self._put(dst, data)
+                placed = await self._head(dst)
+                if placed != size:
+                    raise StorageError(f"placing {digest} left {placed} bytes, expected {size}")
+            await self._discard(upload_id, mpu)
+            return
         total = pieces[-1][1] if pieces else sum(p[2] for p in parts)
         if total < size:
             raise SizeInvalid(f"the upload holds {total} bytes, not {size}")

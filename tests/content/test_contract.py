@@ -327,3 +327,19 @@ async def test_redirect_url(store):
             assert await r.read() == data
         async with http.get(url.replace("X-Amz-Signature=", "X-Amz-Signature=0")) as r:
             assert r.status == 403  # the signature is what grants access
+
+
+async def test_commit_of_a_whole_upload_held_in_memory(store):
+    """commit(data=…): a session's whole content, never appended, written and placed in one step;
+    what an interrupted append left in the upload is discarded; existing content is kept."""
+    data = b"the whole blob" * 10
+    digest = sha256(data)
+    upload_id = uuid.uuid4().hex
+    state = roundtrip(await store().start_upload(upload_id))
+    await store().commit(upload_id, state, len(data), digest, data=data)
+    assert await collect(store().read(digest)) == data
+    assert upload_id not in await upload_ids(store())
+    other, state, _ = await upload(store, [b"left behind"])
+    await store().commit(other, state, len(data), digest, data=data)  # deduplicated
+    assert await collect(store().read(digest)) == data
+    assert await upload_ids(store()) == set()

@@ -73,7 +73,7 @@ async def test_check_refuses_an_unwritable_directory(tmp_path):
 
 async def test_append_and_commit_keep_todays_layout(driver, layout):
     state = await driver.start_upload(UID)
-    assert layout.upload(UID).read_bytes() == b""
+    assert not layout.upload(UID).exists()  # the file comes with the first byte
     n, state = await driver.append(UID, state, 0, stream(b"hello ", b"world"))
     assert n == 11
     n, state = await driver.append(UID, state, 11, stream(b"!"))
@@ -110,8 +110,39 @@ async def test_append_at_the_recorded_offset_drops_what_an_interrupted_append_le
 
 async def test_append_past_the_end_is_refused(driver):
     state = await driver.start_upload(UID)
+    with pytest.raises(UploadUnknown):  # no byte yet: no file, so no offset 5 of it
+        await driver.append(UID, state, 5, stream(b"x"))
+    await driver.append(UID, state, 0, stream(b"abc"))
     with pytest.raises(SizeInvalid):
         await driver.append(UID, state, 5, stream(b"x"))
+
+
+async def test_an_upload_without_bytes_has_no_file(driver, layout):
+    """start_upload writes nothing: the sweeper and fsck see no file, an empty commit needs none."""
+    state = await driver.start_upload(UID)
+    assert list(layout.uploads.iterdir()) == []
+    assert [u async for u in driver.list_uploads()] == []
+    assert await collect(driver.read_upload(UID, state, 0)) == b""
+    await driver.commit(UID, state, 0, of_bytes(b""))
+    assert await driver.stat(of_bytes(b"")) == 0
+    assert list(layout.uploads.iterdir()) == []
+
+
+async def test_commit_with_the_whole_upload_in_memory(driver, layout):
+    """commit(data=…): the body of a PUT, never appended, written and placed in one step."""
+    state = await driver.start_upload(UID)
+    digest = of_bytes(b"whole")
+    with pytest.raises(SizeInvalid):
+        await driver.commit(UID, state, 6, digest, data=b"whole")
+    await driver.commit(UID, state, 5, digest, data=b"whole")
+    assert driver.local_path(digest).read_bytes() == b"whole"
+    assert list(layout.uploads.iterdir()) == []
+    os.utime(driver.local_path(digest), (1, 1))
+    state = await driver.start_upload("f" * 32)
+    await driver.append("f" * 32, state, 0, stream(b"left by an interrupted append"))
+    await driver.commit("f" * 32, state, 5, digest, data=b"whole")  # deduplicated: kept, refreshed
+    assert driver.local_path(digest).read_bytes() == b"whole" and driver.local_path(digest).stat().st_mtime > 1
+    assert list(layout.uploads.iterdir()) == []
 
 
 async def test_commit_places_exactly_size_bytes(driver, layout):
@@ -155,9 +186,9 @@ async def test_abort_and_unknown_uploads(driver, layout):
     await driver.abort(UID, state)  # already gone: no error
     assert list(layout.uploads.iterdir()) == []
     with pytest.raises(UploadUnknown):
-        await driver.append(UID, state, 0, stream(b"x"))
+        await driver.append(UID, state, 3, stream(b"x"))
     with pytest.raises(UploadUnknown):
-        await driver.commit(UID, state, 0, of_bytes(b""))
+        await driver.commit(UID, state, 3, of_bytes(b"abc"))
 
 
 @pytest.mark.parametrize("bad", ["../../etc/passwd", "..", "A" * 32, "a" * 31, "a" * 32 + "\n", ""])
@@ -177,7 +208,8 @@ async def test_listing(driver, layout):
     state = await driver.start_upload("e" * 32)
     await driver.append("e" * 32, state, 0, stream(b"two"))
     await driver.commit("e" * 32, state, 3, d2)
-    await driver.start_upload("d" * 32)
+    state = await driver.start_upload("d" * 32)
+    await driver.append("d" * 32, state, 0, stream(b"x"))
     (layout.uploads / "not-an-upload").write_bytes(b"")
     assert sorted([d async for d in driver.list_digests()]) == sorted([d1, d2])
     assert [u for u, _ in [x async for x in driver.list_uploads()]] == ["d" * 32]

@@ -272,3 +272,61 @@ async def test_index_with_40000_children_missing(env):
     assert e.value.detail == {"missing": children}
     assert await count(database, Manifest) == 0
     assert await count(database, Repository) == 0
+
+
+async def test_sqlite_threads_keep_their_connection(tmp_path):
+    """On SQLite each database thread keeps one connection (and one descriptor of the writer
+    lock) between operations; a failed write leaves no transaction behind; dispose() closes
+    them and the next operation opens them again."""
+    from sqlalchemy import text  # noqa: PLC0415
+
+    database = db.Database(f"sqlite:///{tmp_path / 'kept.db'}")
+    await database.create_schema()
+    try:
+        await database.write(lambda c: c.execute(text("CREATE TABLE t (x INTEGER PRIMARY KEY)")))
+        for i in range(3 * db.DB_THREADS):
+            await database.write(lambda c, i=i: c.execute(text("INSERT INTO t VALUES (:x)"), {"x": i}))
+        assert len(database._kept_all) <= db.DB_THREADS  # one per thread, not one per operation
+
+        def fails(c):
+            c.execute(text("INSERT INTO t VALUES (100)"))
+            raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await database.write(fails)
+        for _ in range(2 * db.DB_THREADS):  # every thread: no transaction left open, nothing of it kept
+            assert await database.read(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 3 * db.DB_THREADS
+            assert await database.write(lambda c: c.connection.dbapi_connection.in_transaction) is False
+        await database.dispose()
+        database._pool = db.ThreadPoolExecutor(db.DB_THREADS)  # as if started again
+        assert await database.read(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 3 * db.DB_THREADS
+        await database.write(lambda c: c.execute(text("INSERT INTO t VALUES (200)")))
+    finally:
+        await database.dispose()
+
+
+async def test_direct_statements_run_in_the_transaction(env):
+    """execute_direct (SQLite: the DB-API cursor; PostgreSQL: conn.execute) answers as
+    SQLAlchemy would, belongs to the write's transaction, and raises SQLAlchemy's errors."""
+    from sqlalchemy.exc import IntegrityError  # noqa: PLC0415
+
+    from storage import catalog as catalog_module  # noqa: PLC0415
+
+    catalog, _, database = env
+    await catalog.create_upload("a" * 32, "lib/app", b"\x01" * 8, {"k": 1})
+    record = await catalog.get_upload("a" * 32, "lib/app")
+    assert (record.offset, record.hash_state, record.driver_state) == (0, b"\x01" * 8, {"k": 1})
+    assert await database.read(lambda c: db.execute_direct(c, catalog_module._REPO_ID, {"name": "no/such"}).scalar()) is None
+
+    def claim_then_fail(c):
+        params = {"p_id": "a" * 32, "p_name": "lib/app", "p_now": 1.0, "p_token": "t" * 32, "p_expires_at": 9e12}
+        assert db.execute_direct(c, catalog_module._CLAIM, params).rowcount == 1
+        raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await database.write(claim_then_fail)
+    assert await catalog.release_upload("a" * 32, "t" * 32) is None
+    row = await database.read(catalog_module._upload_row, "a" * 32)
+    assert row.lease_token is None and row.repository == "lib/app"  # the claim was rolled back
+    with pytest.raises(IntegrityError):
+        await catalog.create_upload("a" * 32, "lib/app", None, {})  # the same id again

@@ -15,7 +15,7 @@ from storage.fsck import fsck
 from storage.manifests import parse
 from storage.models import Blob, Manifest, RepositoryBlob
 from storage.paths import Layout
-from tests.unit.test_gc import _manifest, place, store_blob
+from tests.unit.test_gc import _manifest, place, store_blob, upload_bytes
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ async def test_leftovers_of_a_crash_are_orphans_not_damage(env):
     assert await catalog.pin_blob(of_bytes(b"pinned, never placed"), 20)  # row, no content
     assert await catalog.pin_blob(of_bytes(b"pinned, placed"), 14)  # killed before the link
     await place(driver, b"pinned, placed")
-    await driver.start_upload("a" * 32)  # upload bytes, no session
+    await upload_bytes(driver, "a" * 32)  # upload bytes, no session
     report = await fsck(catalog, driver)
     assert report.clean
     assert kinds(report.orphaned) == ["orphan-content", "orphan-upload", "row-without-content", "unlinked-blob"]
@@ -141,3 +141,18 @@ async def test_progress_counts_blobs_and_bytes(env):
     seen = []
     await fsck(catalog, driver, progress=lambda *a: seen.append(a))
     assert seen[-1] == (2, 2, 12, 12)  # blobs done/total, bytes done/total
+
+
+async def test_a_session_has_its_file_from_its_first_byte(env):
+    """A session that never received a byte has no file (nothing to report); one that recorded
+    bytes whose file is gone is reported."""
+    from sqlalchemy import update  # noqa: PLC0415
+
+    from storage.models import Upload  # noqa: PLC0415
+
+    catalog, driver, _ = env
+    await catalog.create_upload("e" * 32, "lib/app", None, await driver.start_upload("e" * 32))
+    report = await fsck(catalog, driver)
+    assert report.clean and report.orphaned == []
+    await catalog.db.write(lambda c: c.execute(update(Upload).values(offset=3)))
+    assert kinds((await fsck(catalog, driver)).orphaned) == ["upload-without-bytes"]

@@ -240,7 +240,14 @@ async def start_session(catalog, blobs, name="a/b") -> str:
     upload_id = uuid.uuid4().hex
     state = await blobs.start_upload(upload_id)
     await catalog.create_upload(upload_id, name, None, state)
+    await blobs.append(upload_id, state, 0, one(b"x"))  # the file comes with the first byte
     return upload_id
+
+
+async def upload_bytes(blobs, upload_id: str) -> None:
+    """Upload bytes no session row knows (what a crash leaves)."""
+    state = await blobs.start_upload(upload_id)
+    await blobs.append(upload_id, state, 0, one(b"x"))
 
 
 async def test_expired_uploads_purged(env):
@@ -248,10 +255,10 @@ async def test_expired_uploads_purged(env):
     stale = await start_session(catalog, blobs)
     fresh = await start_session(catalog, blobs)
     orphan_old = "a" * 32  # bytes with no row (e.g. a crash), old
-    await blobs.start_upload(orphan_old)
+    await upload_bytes(blobs, orphan_old)
     os.utime(layout.upload(orphan_old), (OLD, OLD))
     orphan_new = "b" * 32  # bytes with no row, recent: may be a monolithic push in progress
-    await blobs.start_upload(orphan_new)
+    await upload_bytes(blobs, orphan_new)
     # `stale` was last used long ago
     await catalog.db.write(lambda c: c.execute(update(Upload).where(Upload.id == stale).values(updated_at=OLD)))
     removed = await sweep_uploads(catalog, blobs, expiry=3600)
@@ -416,7 +423,7 @@ async def test_rowless_upload_bytes_go_after_15_minutes_idle(env):
     catalog, blobs, layout = env
     dead, live = "c" * 32, "d" * 32
     for u in (dead, live):
-        await blobs.start_upload(u)
+        await upload_bytes(blobs, u)
     past = time.time() - ORPHAN_UPLOAD_IDLE - 60
     os.utime(layout.upload(dead), (past, past))
     kept = await start_session(catalog, blobs)  # a resumable session, as old: kept for upload_expiry
