@@ -86,6 +86,17 @@ _DIRECT: dict[int, tuple[Any, str | None, tuple[str, ...], dict]] = {}
 
 
 def _direct_entry(conn: Connection, stmt) -> tuple[Any, str | None, tuple[str, ...], dict]:
+    try:
+        return _compile_direct(conn, stmt)
+    except (AttributeError, KeyError, TypeError):
+        # SQLAlchemy's compiled form is read through attributes it does not promise to keep
+        # (``_bind_processors``, ``positiontup``…): should a release change them, the statement
+        # simply goes SQLAlchemy's way (slower, same result); tests/unit/test_database.py checks
+        # the direct path is taken with the version installed
+        return stmt, None, (), {}
+
+
+def _compile_direct(conn: Connection, stmt) -> tuple[Any, str | None, tuple[str, ...], dict]:
     compiled = stmt.compile(dialect=conn.dialect)
     # a float or bytes value needs no converting for sqlite3 (SQLAlchemy's float() and Binary()
     # change nothing it stores: REAL affinity, a BLOB either way)

@@ -330,3 +330,6 @@ async def test_direct_statements_run_in_the_transaction(env):
     assert row.lease_token is None and row.repository == "lib/app"  # the claim was rolled back
     with pytest.raises(IntegrityError):
         await catalog.create_upload("a" * 32, "lib/app", None, {})  # the same id again
+    if database.is_sqlite:  # the direct path was taken (not the fallback for a changed SQLAlchemy)
+        for stmt in (catalog_module._REPO_ID, catalog_module._CLAIM, catalog_module._UPLOAD_ROW):
+            assert db._DIRECT[id(stmt)][1] is not None, stmt
