@@ -8,6 +8,7 @@ the body (chunked or not) or the query string (podman).
 """
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -42,6 +43,16 @@ _REFRESH_ISSUED: web.RequestKey[bool] = web.RequestKey("refresh_issued", bool)
 _REFUSAL = {"UNAUTHORIZED": "unauthorized", "TOOMANYREQUESTS": "rate_limited"}
 
 
+_issued: dict[str, object] = {}  # kind -> the berth_tokens_issued_total child, resolved at first use
+
+
+def _count_issued(kind: str) -> None:
+    child = _issued.get(kind)
+    if child is None:
+        child = _issued[kind] = metrics.TOKENS_ISSUED.labels(kind)
+    child.inc()
+
+
 def _counted(handler):
     """berth_tokens_issued_total{kind} / berth_tokens_refused_total{reason} around a realm handler."""
     async def counted(request: web.Request) -> web.Response:
@@ -50,14 +61,30 @@ def _counted(handler):
         except APIError as e:
             metrics.TOKENS_REFUSED.labels(_REFUSAL.get(e.code, "invalid_request")).inc()
             raise
-        metrics.TOKENS_ISSUED.labels("access").inc()
+        _count_issued("access")
         if request.get(_REFRESH_ISSUED):
-            metrics.TOKENS_ISSUED.labels("refresh").inc()
+            _count_issued("refresh")
         return resp
 
     counted.__name__ = counted.__qualname__ = handler.__name__
     counted.__doc__ = handler.__doc__
     return counted
+
+
+def _json_response(body: dict) -> web.Response:
+    """``web.json_response(body)`` (same bytes, same Content-Type) for the realm's flat answers,
+    without the generic encoder (a tenth of a token's cost): ints, and strings with nothing to
+    escape (a JWT, an RFC 3339 time) are written as they are; anything else goes through json."""
+    parts = []
+    for k, v in body.items():
+        if type(v) is int:
+            parts.append(f'"{k}": {v}')
+        elif type(v) is str and v.isascii() and v.isprintable() and '"' not in v and "\\" not in v:
+            parts.append(f'"{k}": "{v}"')
+        else:
+            parts.append(f'"{k}": {json.dumps(v)}')
+    return web.Response(body=("{" + ", ".join(parts) + "}").encode(), content_type="application/json",
+                        charset="utf-8")
 
 
 def _scope_text(access: list[dict]) -> str:
@@ -81,7 +108,7 @@ async def get_token(request: web.Request) -> web.Response:
     if q.get("offline_token", "").lower() == "true" and identity.authenticated:
         body["refresh_token"] = auth.issue_refresh_token(identity)
         request[_REFRESH_ISSUED] = True
-    return web.json_response(body)
+    return _json_response(body)
 
 
 async def _form(request: web.Request) -> dict[str, list[str]]:
@@ -140,7 +167,7 @@ async def post_token(request: web.Request) -> web.Response:
     if offline:
         body["refresh_token"] = auth.issue_refresh_token(identity)
         request[_REFRESH_ISSUED] = True
-    return web.json_response(body)
+    return _json_response(body)
 
 
 async def jwks(request: web.Request) -> web.Response:
