@@ -44,6 +44,8 @@ LEEWAY = 60  # seconds of clock skew accepted on exp/nbf
 PRINCIPAL_CACHE_TTL = 5.0  # seconds a principal's state is trusted from memory (forget() drops it)
 TENANT_MISS_REFRESH = 0.5  # a tenant not in a snapshot older than this re-reads the list (created on another replica)
 VERIFIED_TOKENS = 4096  # signature-checked tokens remembered (LRU); exp is re-checked on every use
+GRANTS = 4096  # grant() answers remembered (who, scopes asked)
+GRANT_SCOPES_MAX = 1024  # characters of scope text a remembered grant may be asked with
 ADMIN_USERNAME = "admin"
 KNOWN_PAIR_TTL = 24 * 3600  # a (username, address) that logged in this recently skips the global caps
 CREDENTIAL_CACHE_MAX_AGE = 10  # × credential_cache_ttl: a cache hit extends an entry up to this age
@@ -239,6 +241,10 @@ class AuthService:
         # a token's repeated use costs one dict lookup; forget() and a key retirement bump the epoch
         self._granted: dict[str, tuple[float, int, float, Identity, list[dict]]] = {}
         self._epoch = 0
+        # (kind, username, *scopes asked) -> (identity, tenant snapshot, tenants asked, access): grant()'s
+        # answer, a pure function of the three; reused while the caller is the same Identity object (one
+        # per principal record read) and tenants() still answers the same snapshot object
+        self._grants: dict[tuple, tuple[Identity, _Tenants, tuple[str, ...], list[dict]]] = {}
 
     # ---- principal state (briefly cached) ---------------------------------------
     async def _record(self, username: str) -> UserRecord | RobotRecord | None:
@@ -305,6 +311,7 @@ class AuthService:
         self._tenants = None
         self._epoch += 1
         self._granted.clear()
+        self._grants.clear()  # stale from now on anyway (a new snapshot follows): free them at once
         robots_of = username + "+"
         def gone(u: str) -> bool:
             return u == username or u.startswith(robots_of)
@@ -424,11 +431,35 @@ class AuthService:
         """The access entries of a token: each asked scope intersected with what is allowed.
 
         Malformed scopes and scopes with nothing granted are left out (asking for more is
-        not an error). ``*`` on a repository asks for every allowed action.
+        not an error). ``*`` on a repository asks for every allowed action. The list may be
+        shared with other callers: do not change it.
+
+        The answer depends on the identity, the scopes and the tenant snapshot only: it is
+        kept, and given again while ``identity`` is the same object (``current()`` and
+        ``login()`` give one per principal record read; a changed or revoked principal, or a
+        ``forget()``, makes a new one or none) and ``tenants()``, asked for the same tenants,
+        answers the same snapshot (re-read every PRINCIPAL_CACHE_TTL, sooner for a tenant it
+        misses, at once after ``forget()``). A robot's expiry is checked on every call.
         """
+        key = (identity.kind, identity.username, *scopes)
+        hit = self._grants.get(key)
+        if hit is not None and hit[0] is identity and (identity.robot is None or not identity.robot.expired()):
+            if await self.tenants(*hit[2]) is hit[1]:
+                await self._fresh_keys()  # a token is issued next: sign with the current key
+                return hit[3]
         parsed = parse_scopes(scopes)
-        tenants = await self.tenants(*(t for s in parsed for t in _tenant_of(s.type, s.name)))
+        wanted = tuple(t for s in parsed for t in _tenant_of(s.type, s.name))
+        tenants = await self.tenants(*wanted)
         await self._fresh_keys()  # a token is issued next: sign with the current key
+        out = self._grant(identity, parsed, tenants)
+        if sum(map(len, scopes)) <= GRANT_SCOPES_MAX:
+            if len(self._grants) >= GRANTS:
+                self._grants.clear()
+            self._grants[key] = (identity, tenants, wanted, out)
+        return out
+
+    @staticmethod
+    def _grant(identity: Identity, parsed: list, tenants: _Tenants) -> list[dict]:
         out = []
         for s in parsed:
             allowed = allowed_for(identity, s.type, s.name, tenants)
