@@ -68,11 +68,13 @@ def new_request_id() -> str:
 def request_id_of(request: web.BaseRequest) -> str:
     """The request's id: a well-formed incoming ``X-Request-Id`` (letters, digits, ``._-``, at most
     128), else a new random one. Stored on the request."""
-    rid = request.get(REQUEST_ID)
-    if rid is None:
-        given = request.headers.get(REQUEST_ID_HEADER)
-        rid = given if given is not None and _REQUEST_ID_OK.fullmatch(given) else new_request_id()
-        request[REQUEST_ID] = rid
+    try:
+        return request[REQUEST_ID]
+    except KeyError:  # the first call (request.get() would raise and catch the same, one frame deeper)
+        pass
+    given = request.headers.get(REQUEST_ID_HEADER)
+    rid = given if given is not None and _REQUEST_ID_OK.fullmatch(given) else new_request_id()
+    request[REQUEST_ID] = rid
     return rid
 
 

@@ -8,6 +8,7 @@ the body (chunked or not) or the query string (podman).
 """
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -38,26 +39,52 @@ async def _login(auth: AuthService, request: web.Request, username: str, passwor
     return identity
 
 
-_REFRESH_ISSUED: web.RequestKey[bool] = web.RequestKey("refresh_issued", bool)
 _REFUSAL = {"UNAUTHORIZED": "unauthorized", "TOOMANYREQUESTS": "rate_limited"}
 
 
+_issued: dict[str, object] = {}  # kind -> the berth_tokens_issued_total child, resolved at first use
+
+
+def _count_issued(kind: str) -> None:
+    child = _issued.get(kind)
+    if child is None:
+        child = _issued[kind] = metrics.TOKENS_ISSUED.labels(kind)
+    child.inc()
+
+
 def _counted(handler):
-    """berth_tokens_issued_total{kind} / berth_tokens_refused_total{reason} around a realm handler."""
+    """berth_tokens_issued_total{kind=access} / berth_tokens_refused_total{reason} around a realm handler
+    (which counts its refresh tokens itself: looking for a flag on the request cost a KeyError a token)."""
     async def counted(request: web.Request) -> web.Response:
         try:
             resp = await handler(request)
         except APIError as e:
             metrics.TOKENS_REFUSED.labels(_REFUSAL.get(e.code, "invalid_request")).inc()
             raise
-        metrics.TOKENS_ISSUED.labels("access").inc()
-        if request.get(_REFRESH_ISSUED):
-            metrics.TOKENS_ISSUED.labels("refresh").inc()
+        _count_issued("access")
         return resp
 
     counted.__name__ = counted.__qualname__ = handler.__name__
     counted.__doc__ = handler.__doc__
     return counted
+
+
+# the realm's values with nothing to escape in JSON: compact JWS (base64url and dots), RFC 3339 times
+_PLAIN = frozenset({"token", "access_token", "refresh_token", "issued_at"})
+
+
+def _json_response(body: dict) -> web.Response:
+    """``web.json_response(body)`` (same bytes, same Content-Type) for the realm's flat answers,
+    without the generic encoder: tokens and times (``_PLAIN``) and ints are written as they are,
+    anything else (a scope text, a future field) goes through json."""
+    parts = []
+    for k, v in body.items():
+        if k in _PLAIN and type(v) is str or type(v) is int:
+            parts.append(f'"{k}": "{v}"' if type(v) is str else f'"{k}": {v}')
+        else:
+            parts.append(f'"{k}": {json.dumps(v)}')
+    return web.Response(body=("{" + ", ".join(parts) + "}").encode(), content_type="application/json",
+                        charset="utf-8")
 
 
 def _scope_text(access: list[dict]) -> str:
@@ -70,7 +97,7 @@ async def get_token(request: web.Request) -> web.Response:
     q = request.query
     _check_service(auth, q.get("service"))
     creds = basic_credentials(request)
-    if request.headers.get("Authorization", "").lower().startswith("basic") and creds is None:
+    if creds is None and request.headers.get("Authorization", "").lower().startswith("basic"):
         raise APIError("UNAUTHORIZED", "malformed Basic credentials")
     identity = ANONYMOUS
     if creds is not None and (creds[0] or creds[1]):
@@ -80,8 +107,10 @@ async def get_token(request: web.Request) -> web.Response:
     body = auth.issue_token(identity, access)
     if q.get("offline_token", "").lower() == "true" and identity.authenticated:
         body["refresh_token"] = auth.issue_refresh_token(identity)
-        request[_REFRESH_ISSUED] = True
-    return web.json_response(body)
+        resp = _json_response(body)
+        _count_issued("refresh")
+        return resp
+    return _json_response(body)
 
 
 async def _form(request: web.Request) -> dict[str, list[str]]:
@@ -139,8 +168,10 @@ async def post_token(request: web.Request) -> web.Response:
     body["scope"] = _scope_text(access)
     if offline:
         body["refresh_token"] = auth.issue_refresh_token(identity)
-        request[_REFRESH_ISSUED] = True
-    return web.json_response(body)
+        resp = _json_response(body)
+        _count_issued("refresh")
+        return resp
+    return _json_response(body)
 
 
 async def jwks(request: web.Request) -> web.Response:

@@ -136,6 +136,28 @@ async def test_identity_from_token_and_allowed_actions_api(client, auth):
     assert isinstance(auth, AuthService)
 
 
+async def test_issued_claims_are_what_json_dumps_writes(client, auth):
+    """issue_token writes the claims from a template kept per principal: the same bytes as
+    json.dumps(claims, separators=(",", ":")) in the same order, names that need escaping
+    included, and a changed access list (even the same list object, changed) is written anew."""
+    user = Identity("user", 'ünï"code', 2, {}, None, None, "u9:1.5")
+    access = [{"type": "repository", "name": 'acme/"x\u2603', "actions": ["pull"], "class": "image"}]
+
+    def payload(token: str) -> bytes:
+        p = token.split(".")[1]
+        return base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))
+
+    for _ in range(2):
+        raw = payload(auth.issue_token(user, access)["token"])
+        claims = json.loads(raw)
+        assert raw == json.dumps(claims, separators=(",", ":")).encode()
+        assert list(claims) == ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "access", "berth"]
+        assert claims["sub"] == 'ünï"code' and claims["access"] == access
+        assert claims["berth"] == {"kind": "user", "ver": 2, "uid": "u9:1.5", "use": "access"}
+    access[0]["actions"].append("push")
+    assert json.loads(payload(auth.issue_token(user, access)["token"]))["access"][0]["actions"] == ["pull", "push"]
+
+
 def test_instances_starting_together_share_one_complete_key(tmp_path):
     """Several processes generating the signing key at once on one data directory all end
     up with the same, complete key (it is published atomically), and leave no temp files."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import types
 from datetime import datetime, timezone
 
 import jwt
@@ -255,6 +256,38 @@ async def test_credential_cache_avoids_bcrypt(client, world, principals, monkeyp
     for _ in range(5):
         await get_token(client, "repository:acme/app:pull", creds=world["robot"])
     assert calls == []
+
+
+async def test_a_remembered_grant_follows_the_principal_and_the_tenants(client, world, principals, auth,
+                                                                        monkeypatch):
+    """The realm remembers what it granted (caller, scopes), never past the principal record and
+    tenant list it came from: a change made by another process (no forget()) shows once the one
+    it touches is re-read (each every PRINCIPAL_CACHE_TTL, on its own schedule), a change made
+    here (forget()) at once."""
+    from registry.auth import service as service_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(service_mod, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    ttl = service_mod.PRINCIPAL_CACHE_TTL
+
+    async def granted(who: str = "bob") -> dict[str, list[str]]:
+        return access_of((await get_token(client, "repository:acme/app:pull,push", creds=world[who]))["token"])
+
+    assert await granted() == await granted() == {"acme/app": ["pull"]}
+    await principals.set_membership("acme", "bob", "writer")  # here: the admin API calls forget()
+    auth.forget("bob")
+    assert await granted() == {"acme/app": ["pull", "push"]}
+    # elsewhere (no version bump, no forget()): bob's record is re-read while the tenant list is not
+    await principals.set_membership("acme", "bob", "reader")
+    clock[0] += ttl * 0.6
+    await auth.tenants("no-such-tenant")  # a miss re-reads the tenant list now, bob's record stays
+    assert await granted() == {"acme/app": ["pull", "push"]}  # bob's record: still the one read before
+    clock[0] += ttl * 0.6
+    assert await granted() == {"acme/app": ["pull"]}  # bob's record re-read, the tenant list not
+    # elsewhere: the tenant list is re-read while bob's record is not
+    await principals.delete_tenant("acme")
+    clock[0] += ttl * 0.6
+    assert await granted() == {}
 
 
 async def test_jwks_publishes_public_keys_only(client, world):
