@@ -640,8 +640,13 @@ class AuthService:
         ident, access, exp = await self._identity_from_token(token)
         until = self._tenants[0] if self._tenants else 0.0
         if ident.kind in ("admin", "user", "robot"):
+            # the record ``ident`` was made from: another request may have re-read the principal
+            # while this one awaited the tenants, and the newer record's expiry must not be
+            # lent to an identity made from the older one (one Identity per record read)
             rec = self._records.get(ident.username)
-            until = min(until, rec[0]) if rec is not None else 0.0
+            made = self._identities.get(ident.username)
+            fresh = rec is not None and made is not None and made[0] is rec[1] and made[1] is ident
+            until = min(until, rec[0]) if fresh else 0.0
         if epoch == self._epoch and until > time.monotonic():
             if len(self._granted) >= VERIFIED_TOKENS:
                 self._granted.clear()

@@ -1,6 +1,7 @@
 """The realm: GET and POST /auth/token, grants, refresh tokens, rate limiting, jwks."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import types
 from datetime import datetime, timezone
@@ -307,3 +308,30 @@ async def test_post_password_grant_with_basic_header(client, world):
 async def test_realm_jwks_and_healthz_need_no_token(client, world):
     for path in ("/auth/token", "/auth/jwks.json", "/healthz"):
         assert (await client.get(path)).status == 200, path
+
+
+async def test_a_token_is_not_remembered_past_the_record_it_was_checked_against(client, world, auth):
+    """identity_from_token remembers a token's identity until its principal record is due for a
+    re-read. If another request re-reads the record while this one awaits the tenant list, the
+    identity made from the older record must not be kept until the newer record's expiry (the
+    revocation bound would stretch to twice PRINCIPAL_CACHE_TTL)."""
+    token = (await get_token(client, "repository:acme/app:pull", creds=world["alice"]))["token"]
+    auth._granted.clear()
+    auth._records.clear()  # alice's record is read again for this token
+    real_tenants = auth.tenants
+
+    async def tenants_while_alice_is_reread(*names):
+        expiry, rec = auth._records["alice"]  # another request re-reads alice meanwhile
+        auth._records["alice"] = (expiry + 1.0, dataclasses.replace(rec))
+        auth._identity_of(auth._records["alice"][1])
+        return await real_tenants(*names)
+
+    auth.tenants = tenants_while_alice_is_reread
+    try:
+        ident, access = await auth.identity_from_token(token)
+    finally:
+        auth.tenants = real_tenants
+    assert ident.username == "alice" and access
+    assert token not in auth._granted  # made from the older record: not remembered
+    ident2, _ = await auth.identity_from_token(token)  # checked again, now against the current record
+    assert ident2 is auth._identities["alice"][1] and token in auth._granted
