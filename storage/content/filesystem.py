@@ -38,6 +38,20 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _install(src: Path, dst: Path) -> None:
+    """Put the fsynced upload file ``src`` in place as ``dst``: renamed (atomic on one filesystem)
+    and its directory fsynced; or, when ``dst`` is already stored (identical content), dropped
+    and ``dst`` touched."""
+    if dst.exists():  # deduplicated
+        src.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(dst)
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
 SMALL_WRITE = 1024 * 1024  # bytes of a body gathered in memory before the file is opened
 
 
@@ -233,23 +247,17 @@ class FilesystemDriver:
         dst = self.layout.blob(digest)
 
         def place_data() -> None:
-            # one thread hop: write the upload file whole, fsync, rename, fsync the directory
-            if dst.exists():  # deduplicated: nothing to write
-                src.unlink(missing_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(dst)
-                return
-            fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-            _fsync_dir(dst.parent)
+            # one thread hop: write the upload file whole (unless the content is stored already), fsync, install
+            if not dst.exists():
+                fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _install(src, dst)
 
         if data is not None:
             if len(data) != size:
@@ -271,14 +279,7 @@ class FilesystemDriver:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            if dst.exists():  # deduplicated: identical content is already stored
-                src.unlink()
-                with contextlib.suppress(FileNotFoundError):
-                    os.utime(dst)
-                return
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-            _fsync_dir(dst.parent)
+            _install(src, dst)
 
         await self._run(place)
 
