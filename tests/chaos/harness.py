@@ -130,9 +130,12 @@ class Expected:
     def count(self, what: str, n: int = 1) -> None:
         self.counts[what] = self.counts.get(what, 0) + n
 
-    def forget_manifest(self, repo: str, digest: str) -> None:
+    def forget_manifest(self, repo: str, digest: str, *, deleted: bool = True) -> None:
+        """Stop expecting ``digest`` in ``repo``. ``deleted=False``: its delete was lost, so it may
+        still be there, and an index that may still be there still lists its children."""
         self.manifests.pop((repo, digest), None)
-        self.children.pop((repo, digest), None)
+        if deleted:
+            self.children.pop((repo, digest), None)
         for key, d in list(self.tags.items()):
             if key[0] == repo and d == digest:
                 del self.tags[key]
@@ -343,7 +346,7 @@ class Load:
         try:
             st, _, text = await self.req(s, "DELETE", f"/v2/{repo}/manifests/{d}")
         except Lost:
-            self.expected.forget_manifest(repo, d)  # it may be gone
+            self.expected.forget_manifest(repo, d, deleted=False)  # it may be gone, or not
             raise
         assert st == 202, (st, text)
         self.expected.forget_manifest(repo, d)
