@@ -6,7 +6,7 @@ from .harness import Expected
 
 def test_an_index_whose_delete_was_lost_still_lists_its_children():
     # a DELETE cut short by a kill may not have happened: the index may still be there, and the
-    # registry refuses (405) the delete of a manifest it lists (the failure of CI run 13)
+    # registry refuses (405) the delete of a manifest it lists (the CI failure of stop 12)
     e = Expected()
     e.manifests[("r", "idx")] = b"{}"
     e.children[("r", "idx")] = {"kid"}
