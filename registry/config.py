@@ -141,6 +141,9 @@ class S3Config:
     region: str = "us-east-1"
     bucket: str | None = None
     prefix: str = ""  # key prefix inside the bucket ("" = the bucket's root)
+    # keys: access_key + secret_key below | aws: the AWS SDK's credential chain (AWS_* variables,
+    # web identity / IRSA, EKS Pod Identity and ECS, the EC2 instance profile; docs/storage.md)
+    credentials: str = setting("keys", choices=("keys", "aws"))
     access_key: str | None = setting(None, secret=True)
     secret_key: str | None = setting(None, secret=True)
     redirect: bool = False  # blob GET answers 307 to a short-lived presigned URL
@@ -150,9 +153,14 @@ class S3Config:
         (Checked only with ``storage.driver: s3``.)"""
         if not self.bucket or not isinstance(self.bucket, str) or "/" in self.bucket:
             raise ConfigError("storage.s3.bucket (BERTH_STORAGE_S3_BUCKET) must name a bucket")
-        if not (self.access_key and self.secret_key):
+        if self.credentials == "aws":
+            if self.access_key or self.secret_key:
+                raise ConfigError("storage.s3.access_key and storage.s3.secret_key are not used with "
+                                  "storage.s3.credentials: aws (the AWS credential chain); set one or the other")
+        elif not (self.access_key and self.secret_key):
             raise ConfigError("storage.s3.access_key and storage.s3.secret_key (BERTH_STORAGE_S3_ACCESS_KEY, "
-                             "BERTH_STORAGE_S3_SECRET_KEY) are required")
+                             "BERTH_STORAGE_S3_SECRET_KEY) are required, or storage.s3.credentials: aws "
+                             "(BERTH_STORAGE_S3_CREDENTIALS) for the AWS credential chain")
         if not self.region or not isinstance(self.region, str):
             raise ConfigError("storage.s3.region (BERTH_STORAGE_S3_REGION) must not be empty")
         if self.endpoint is not None:

@@ -204,6 +204,21 @@ def _new_isolated_session():
     return session
 
 
+def _chain_session():
+    """An isolated session (every client setting from Berth's configuration only) whose
+    credentials come from the AWS SDK's default chain, read from the real environment and
+    ``~/.aws`` as any AWS tool reads them (``storage.s3.credentials: aws``): ``AWS_ACCESS_KEY_ID``
+    and friends, web identity (``AWS_ROLE_ARN`` + ``AWS_WEB_IDENTITY_TOKEN_FILE``: EKS IRSA),
+    container credentials (EKS Pod Identity, ECS), then the EC2 instance profile. Temporary
+    credentials are refreshed by botocore before they expire. One per driver: the credentials
+    are cached in the session."""
+    from aiobotocore.session import AioSession  # noqa: PLC0415
+
+    session = _new_isolated_session()
+    session.register_component("credential_provider", AioSession().get_component("credential_provider"))
+    return session
+
+
 def _ca_bundle() -> str | bool:
     cafile = ssl.get_default_verify_paths().cafile
     return cafile if cafile and os.path.isfile(cafile) else True
@@ -218,7 +233,7 @@ class S3Driver:
                  copy_part: int = COPY_PART) -> None:
         if not config.bucket:
             raise ValueError("storage.s3.bucket is required")
-        if not (config.access_key and config.secret_key):
+        if config.credentials != "aws" and not (config.access_key and config.secret_key):
             raise ValueError("storage.s3.access_key and storage.s3.secret_key are required")
         if part_size < MIN_PART:
             raise ValueError(f"part size must be at least {MIN_PART} bytes (S3's minimum)")
@@ -256,15 +271,20 @@ class S3Driver:
                     use_dualstack_endpoint=False,
                     use_fips_endpoint=False,
                 )
+                if self.config.credentials == "aws":
+                    session, keys = await asyncio.to_thread(_chain_session), {}  # it reads ~/.aws
+                else:
+                    session = _isolated_session()
+                    keys = {"aws_access_key_id": self.config.access_key,
+                            "aws_secret_access_key": self.config.secret_key}
                 stack = contextlib.AsyncExitStack()
                 try:
                     client = await stack.enter_async_context(
-                        _isolated_session().create_client(
+                        session.create_client(
                             "s3",
                             endpoint_url=self.config.endpoint or None,
                             region_name=self.config.region,
-                            aws_access_key_id=self.config.access_key,
-                            aws_secret_access_key=self.config.secret_key,
+                            **keys,
                             verify=_ca_bundle(),
                             config=cfg,
                         )
@@ -279,6 +299,11 @@ class S3Driver:
         """One S3 request; transport failures become DriverUnavailable."""
         from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError  # noqa: PLC0415
         from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
+        from botocore.exceptions import (  # noqa: PLC0415
+            CredentialRetrievalError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
 
         client = await self._s3()
         try:
@@ -287,6 +312,9 @@ class S3Driver:
             raise
         except (BotoConnectionError, HTTPClientError) as e:  # refused, timed out, reset, bad TLS
             raise DriverUnavailable(f"cannot reach S3 endpoint {self.endpoint} (bucket {self.bucket!r}): {e}") from e
+        except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as e:
+            raise DriverUnavailable(f"S3 endpoint {self.endpoint} (bucket {self.bucket!r}): no credentials: {e} "
+                                    "(storage.s3.credentials: aws reads the AWS credential chain)") from e
         except BotoCoreError as e:
             raise DriverUnavailable(f"S3 endpoint {self.endpoint} (bucket {self.bucket!r}): {e}") from e
 
@@ -320,9 +348,9 @@ class S3Driver:
             if status == 404 or code in _NOT_FOUND:
                 raise DriverUnavailable(f"{where}: the bucket does not exist (storage.s3.bucket)") from None
             if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise DriverUnavailable(
-                    f"{where}: access denied, check storage.s3.access_key and secret_key ({code or status})"
-                ) from None
+                which = ("the credentials the AWS chain found (storage.s3.credentials: aws)"
+                         if self.config.credentials == "aws" else "storage.s3.access_key and secret_key")
+                raise DriverUnavailable(f"{where}: access denied, check {which} ({code or status})") from None
             if status == 301 or code in ("PermanentRedirect", "AuthorizationHeaderMalformed"):
                 raise DriverUnavailable(
                     f"{where}: the bucket is not in region {self.config.region!r} (storage.s3.region)"

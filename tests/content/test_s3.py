@@ -222,3 +222,110 @@ async def test_read_past_the_end_is_empty(s3):
     await s3().commit(upload_id, state, size, sha256(b"0123456789"))
     assert await collect(s3().read(sha256(b"0123456789"), 10)) == b""
     assert await collect(s3().read(sha256(b"0123456789"), 20, 30)) == b""
+
+
+# ---- storage.s3.credentials: aws (the AWS SDK's credential chain) --------------------------------
+
+def _aws_chain_env(monkeypatch, tmp_path, **env: str) -> None:
+    """Only ``env`` for the chain: no host ~/.aws, no instance metadata (the network is closed)."""
+    for var in list(os.environ):
+        if var.startswith("AWS_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+
+
+def _chain_driver(seaweedfs, bucket: str) -> S3Driver:
+    cfg = s3_config(seaweedfs, bucket, f"chain-{uuid.uuid4().hex[:8]}")
+    cfg.access_key = cfg.secret_key = None
+    cfg.credentials = "aws"
+    cfg.validate()
+    return S3Driver(cfg)
+
+
+async def _roundtrip(d: S3Driver, data: bytes) -> None:
+    await d.check()
+    upload_id, state, size = await upload(lambda: d, [data])
+    await d.commit(upload_id, state, size, sha256(data))
+    assert await collect(d.read(sha256(data))) == data
+
+
+async def test_aws_chain_takes_keys_from_the_environment_and_nothing_else(seaweedfs, s3_bucket, monkeypatch,
+                                                                          tmp_path):
+    # the chain gives the credentials only: the endpoint, addressing and CA stay Berth's settings
+    _aws_chain_env(monkeypatch, tmp_path, AWS_ACCESS_KEY_ID=seaweedfs.access_key,
+                   AWS_SECRET_ACCESS_KEY=seaweedfs.secret_key, AWS_ENDPOINT_URL_S3="http://127.0.0.1:9",
+                   AWS_S3_ADDRESSING_STYLE="virtual", AWS_CA_BUNDLE="/nonexistent/ca.pem")
+    d = _chain_driver(seaweedfs, s3_bucket)
+    try:
+        await _roundtrip(d, b"from the environment")
+    finally:
+        await d.close()
+
+
+async def test_aws_chain_wrong_or_missing_credentials_name_the_chain(seaweedfs, s3_bucket, monkeypatch, tmp_path):
+    _aws_chain_env(monkeypatch, tmp_path, AWS_ACCESS_KEY_ID="AKIAWRONG", AWS_SECRET_ACCESS_KEY="wrong")
+    d = _chain_driver(seaweedfs, s3_bucket)
+    try:
+        with pytest.raises(DriverUnavailable, match=r"access denied, check the credentials the AWS chain found"):
+            await d.check()
+    finally:
+        await d.close()
+    _aws_chain_env(monkeypatch, tmp_path)
+    d = _chain_driver(seaweedfs, s3_bucket)
+    try:
+        with pytest.raises(DriverUnavailable, match=r"no credentials: .*storage.s3.credentials: aws"):
+            await d.check()
+    finally:
+        await d.close()
+
+
+async def test_aws_chain_web_identity_as_on_eks(seaweedfs, s3_bucket, monkeypatch, tmp_path, aiohttp_server):
+    """IRSA: the pod's projected token is exchanged at STS (AssumeRoleWithWebIdentity) for temporary
+    credentials, which then sign every request to the store. AWS STS is out of reach here, so a
+    stand-in on 127.0.0.1 answers the exchange, and SeaweedFS (whose identities are static keys)
+    refuses the session token: this checks the exchange and the credentials the client signs
+    with, and that the store's refusal names the chain. The chain's static-key path above is
+    checked against the real store end to end."""
+    from datetime import datetime, timedelta, timezone
+
+    from aiohttp import web
+
+    seen: list[dict] = []
+
+    async def sts(request: web.Request) -> web.Response:
+        form = dict(await request.post())
+        seen.append(form)
+        expires = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return web.Response(content_type="text/xml", text=f"""<AssumeRoleWithWebIdentityResponse
+ xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleWithWebIdentityResult><Credentials>
+<AccessKeyId>{seaweedfs.access_key}</AccessKeyId><SecretAccessKey>{seaweedfs.secret_key}</SecretAccessKey>
+<SessionToken>session-token</SessionToken><Expiration>{expires}</Expiration></Credentials>
+<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/berth/pod</Arn><AssumedRoleId>AROA:pod</AssumedRoleId>
+</AssumedRoleUser></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>""")
+
+    app = web.Application()
+    app.router.add_post("/", sts)
+    server = await aiohttp_server(app)
+    token = tmp_path / "token"
+    token.write_text("eyJ.projected.token")
+    _aws_chain_env(monkeypatch, tmp_path, AWS_ROLE_ARN="arn:aws:iam::123456789012:role/berth",
+                   AWS_WEB_IDENTITY_TOKEN_FILE=str(token), AWS_REGION="us-east-1",
+                   AWS_ENDPOINT_URL_STS=f"http://127.0.0.1:{server.port}")
+    d = _chain_driver(seaweedfs, s3_bucket)
+    try:
+        with pytest.raises(DriverUnavailable, match=r"access denied, check the credentials the AWS chain found"):
+            await d.check()
+        client = await d._s3()
+        creds = await client._request_signer._credentials.get_frozen_credentials()
+        assert (creds.access_key, creds.secret_key, creds.token) == (
+            seaweedfs.access_key, seaweedfs.secret_key, "session-token")
+    finally:
+        await d.close()
+    assert len(seen) == 1 and seen[0]["Action"] == "AssumeRoleWithWebIdentity"
+    assert seen[0]["RoleArn"] == "arn:aws:iam::123456789012:role/berth"
+    assert seen[0]["WebIdentityToken"] == "eyJ.projected.token"

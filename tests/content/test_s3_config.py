@@ -54,6 +54,8 @@ def test_environment_overrides_yaml(tmp_path):
     ({"BERTH_STORAGE_S3_ENDPOINT": "http://host/bucket"}, "storage.s3.endpoint"),
     ({"BERTH_STORAGE_S3_PREFIX": "a/../b"}, "storage.s3.prefix"),
     ({"BERTH_STORAGE_S3_REDIRECT": "maybe"}, "BERTH_STORAGE_S3_REDIRECT"),
+    ({"BERTH_STORAGE_S3_CREDENTIALS": "aws"}, "not used with storage.s3.credentials: aws"),
+    ({"BERTH_STORAGE_S3_CREDENTIALS": "iam"}, "BERTH_STORAGE_S3_CREDENTIALS"),
 ])
 def test_invalid_settings_are_named(change, message):
     env = {**ENV}
@@ -64,6 +66,14 @@ def test_invalid_settings_are_named(change, message):
             env.pop(k)
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         Config.load(None, env=env)
+
+
+def test_aws_credential_chain_needs_no_keys():
+    env = {k: v for k, v in ENV.items() if "_KEY" not in k}
+    with pytest.raises(ValueError, match="or storage.s3.credentials: aws"):
+        Config.load(None, env=env)
+    s3 = Config.load(None, env={**env, "BERTH_STORAGE_S3_CREDENTIALS": "AWS"}).storage.s3
+    assert (s3.credentials, s3.access_key, s3.secret_key) == ("aws", None, None)
 
 
 def test_s3_settings_ignored_by_filesystem():
