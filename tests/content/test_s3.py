@@ -266,18 +266,17 @@ async def test_aws_chain_takes_keys_from_the_environment_and_nothing_else(seawee
         await d.close()
 
 
-async def test_aws_chain_wrong_or_missing_credentials_name_the_chain(seaweedfs, s3_bucket, monkeypatch, tmp_path):
-    _aws_chain_env(monkeypatch, tmp_path, AWS_ACCESS_KEY_ID="AKIAWRONG", AWS_SECRET_ACCESS_KEY="wrong")
+@pytest.mark.parametrize("env, message", [
+    ({"AWS_ACCESS_KEY_ID": "AKIAWRONG", "AWS_SECRET_ACCESS_KEY": "wrong"},
+     r"access denied, check the credentials the AWS chain found"),
+    ({}, r"no credentials: .*storage.s3.credentials: aws"),
+], ids=["wrong", "missing"])
+async def test_aws_chain_wrong_or_missing_credentials_name_the_chain(seaweedfs, s3_bucket, monkeypatch, tmp_path,
+                                                                     env, message):
+    _aws_chain_env(monkeypatch, tmp_path, **env)
     d = _chain_driver(seaweedfs, s3_bucket)
     try:
-        with pytest.raises(DriverUnavailable, match=r"access denied, check the credentials the AWS chain found"):
-            await d.check()
-    finally:
-        await d.close()
-    _aws_chain_env(monkeypatch, tmp_path)
-    d = _chain_driver(seaweedfs, s3_bucket)
-    try:
-        with pytest.raises(DriverUnavailable, match=r"no credentials: .*storage.s3.credentials: aws"):
+        with pytest.raises(DriverUnavailable, match=message):
             await d.check()
     finally:
         await d.close()
