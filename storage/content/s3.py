@@ -297,13 +297,15 @@ class S3Driver:
 
     async def _call(self, op: str, **kwargs) -> Any:
         """One S3 request; transport failures become DriverUnavailable."""
-        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError  # noqa: PLC0415
-        from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
         from botocore.exceptions import (  # noqa: PLC0415
+            BotoCoreError,
+            ClientError,
             CredentialRetrievalError,
+            HTTPClientError,
             NoCredentialsError,
             PartialCredentialsError,
         )
+        from botocore.exceptions import ConnectionError as BotoConnectionError  # noqa: PLC0415
 
         client = await self._s3()
         try:
