@@ -85,10 +85,7 @@ class Blobs:
         if not pinned:
             await self.pin(digest, size)
         try:
-            if data is None:
-                await self.driver.commit(upload_id, state, size, digest)
-            else:
-                await self.driver.commit(upload_id, state, size, digest, data=data)
+            await self.driver.commit(upload_id, state, size, digest, data=data)
         except UploadUnknown:
             # the upload is gone, but a PUT of this same session may have committed it and died
             # (SIGKILL) before the link: its row still says "complete", and the content under the
