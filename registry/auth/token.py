@@ -107,9 +107,7 @@ async def get_token(request: web.Request) -> web.Response:
     body = auth.issue_token(identity, access)
     if q.get("offline_token", "").lower() == "true" and identity.authenticated:
         body["refresh_token"] = auth.issue_refresh_token(identity)
-        resp = _json_response(body)
         _count_issued("refresh")
-        return resp
     return _json_response(body)
 
 
@@ -168,9 +166,7 @@ async def post_token(request: web.Request) -> web.Response:
     body["scope"] = _scope_text(access)
     if offline:
         body["refresh_token"] = auth.issue_refresh_token(identity)
-        resp = _json_response(body)
         _count_issued("refresh")
-        return resp
     return _json_response(body)
 
 
